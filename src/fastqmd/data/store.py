@@ -1,0 +1,258 @@
+"""Reading and writing the HDF5 dataset (layout in `fastqmd.data.schema`).
+
+Writes are crash-safe by construction: a dataset file is only ever replaced atomically (write a temporary
+file, fsync, `os.replace`), and generation journals each finished sample as its own small file first
+(`fastqmd.data.generate`). Readers open the file read-only and touch only the arrays they ask for: one
+atom-pair block of a 216-atom Hamiltonian reads a few chunks, never the dense matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from fastqmd import __version__
+from fastqmd.data.schema import FORMAT_NAME, SAMPLES, SCHEMA_VERSION, TILE, sample_key
+from fastqmd.errors import InputError
+from fastqmd.reference.base import BasisSpec, Sample
+
+
+@dataclass(frozen=True)
+class Header:
+    """What identifies a dataset: the engine and its level-of-theory settings."""
+
+    engine: str
+    settings: dict[str, Any]
+
+    def settings_json(self) -> str:
+        return json.dumps(self.settings, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A structure whose reference calculation failed, with the reason."""
+
+    index: int
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    error: str
+    wall_time_s: float = 0.0
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _write_matrix(g: h5py.Group, name: str, M: np.ndarray) -> None:
+    """[nk, nao, nao] chunked in TILE×TILE orbital tiles, lzf-compressed (exact zeros are common)."""
+    nao = M.shape[-1]
+    t = min(TILE, nao)
+    g.create_dataset(name, data=M, chunks=(1, t, t), compression="lzf", shuffle=True)
+
+
+def write_header(f: h5py.File, header: Header) -> None:
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["engine"] = header.engine
+    f.attrs["settings"] = header.settings_json()
+    f.attrs["fastqmd_version"] = __version__
+    f.require_group(SAMPLES)
+
+
+def _write_structure(g: h5py.Group, numbers, positions, cell, pbc) -> None:
+    g.create_dataset("numbers", data=np.asarray(numbers, dtype=np.int32))
+    g.create_dataset("positions", data=np.asarray(positions, dtype=np.float64))
+    g.create_dataset("cell", data=np.asarray(cell, dtype=np.float64).reshape(3, 3))
+    g.create_dataset("pbc", data=np.asarray(pbc, dtype=bool).reshape(3))
+
+
+def write_sample(f: h5py.File, index: int, sample: Sample, source: str, min_distance_A: float) -> None:
+    """Store one successful sample under /samples/<index>; merges its basis into the root `basis` attr."""
+    g = f[SAMPLES].create_group(sample_key(index))
+    _write_structure(g, sample.numbers, sample.positions, sample.cell, sample.pbc)
+    if sample.forces is not None:
+        g.create_dataset("forces", data=np.asarray(sample.forces, dtype=np.float64))
+    symbols = [_symbol(z) for z in sample.numbers]
+    g.create_dataset("orbital_offsets", data=sample.basis.offsets(symbols))
+    g.create_dataset("kpoints", data=np.asarray(sample.kpoints, dtype=np.float64).reshape(-1, 3))
+    g.create_dataset("kweights", data=np.asarray(sample.kweights, dtype=np.float64))
+    _write_matrix(g, "H", np.asarray(sample.H))
+    _write_matrix(g, "S", np.asarray(sample.S))
+    g.create_dataset("eigenvalues", data=np.asarray(sample.eigenvalues, dtype=np.float64))
+    g.create_dataset("occupations", data=np.asarray(sample.occupations, dtype=np.float64))
+    g.attrs.update(
+        status="ok",
+        source=source,
+        wall_time_s=float(sample.wall_time_s),
+        versions=json.dumps(sample.versions, sort_keys=True),
+        energy=float(sample.energy),
+        n_electrons=float(sample.n_electrons),
+        fermi_level=float("nan") if sample.fermi_level is None else float(sample.fermi_level),
+        electronic_temperature_K=float(sample.electronic_temperature_K),
+        min_distance_A=float(min_distance_A),
+        extras=json.dumps(_jsonable(sample.extras), sort_keys=True),
+    )
+    merge_basis(f, sample.basis)
+
+
+def write_failure(f: h5py.File, failure: Failure, source: str, min_distance_A: float) -> None:
+    """Store a failed structure with its reason (no labels)."""
+    g = f[SAMPLES].create_group(sample_key(failure.index))
+    _write_structure(g, failure.numbers, failure.positions, failure.cell, failure.pbc)
+    g.attrs.update(
+        status="failed",
+        error=failure.error,
+        source=source,
+        wall_time_s=float(failure.wall_time_s),
+        min_distance_A=float(min_distance_A),
+    )
+
+
+def merge_basis(f: h5py.File, basis: BasisSpec) -> None:
+    """Root `basis` attr = union of the per-element shells seen; an element's shells must never change."""
+    current = json.loads(f.attrs.get("basis", "{}"))
+    for el, shells in basis.to_json().items():
+        if el in current and current[el] != shells:
+            raise ValueError(f"basis of {el} changed between samples: {current[el]} vs {shells}")
+        current[el] = shells
+    f.attrs["basis"] = json.dumps(current, sort_keys=True)
+
+
+def atomic_write(path: Path, fill) -> None:
+    """Create `path` by calling fill(h5py.File) on a temporary sibling, fsync, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    with h5py.File(tmp, "w") as f:
+        fill(f)
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_header(path: Path) -> Header:
+    """Engine and settings of an existing dataset; anything else at `path` is an InputError."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise InputError(f"{path} is not a fastqmd dataset")
+            version = int(f.attrs["schema_version"])
+            if version > SCHEMA_VERSION:
+                raise InputError(f"{path} has schema version {version}; this fastqmd reads ≤ {SCHEMA_VERSION}")
+            return Header(str(f.attrs["engine"]), json.loads(f.attrs["settings"]))
+    except OSError:
+        raise InputError(f"{path} exists and is not a readable HDF5 dataset") from None
+
+
+class Dataset:
+    """Read-only view of a dataset file. Opens lazily (safe to pickle into DataLoader workers)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"dataset not found: {self.path}")
+        self.header = read_header(self.path)
+        self._f: h5py.File | None = None
+
+    @property
+    def file(self) -> h5py.File:
+        if self._f is None:
+            self._f = h5py.File(self.path, "r")
+        return self._f
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __getstate__(self):
+        return {"path": self.path, "header": self.header, "_f": None}
+
+    @property
+    def basis(self) -> BasisSpec:
+        return BasisSpec.from_json(json.loads(self.file.attrs.get("basis", "{}")))
+
+    def keys(self, status: str | None = "ok") -> list[str]:
+        """Sample group names in index order, filtered by status (None: all)."""
+        g = self.file[SAMPLES]
+        return [k for k in sorted(g.keys()) if status is None or g[k].attrs["status"] == status]
+
+    def indices(self, status: str | None = None) -> set[int]:
+        return {int(k) for k in self.keys(status)}
+
+    def group(self, key: str) -> h5py.Group:
+        return self.file[SAMPLES][key]
+
+    def block(self, key: str, name: str, i: int, j: int, k: int = 0) -> np.ndarray:
+        """One atom-pair block of H or S at k-point k: reads only the chunks that hold it."""
+        g = self.group(key)
+        off = g["orbital_offsets"]
+        return g[name][k, off[i] : off[i + 1], off[j] : off[j + 1]]
+
+    def read(self, key: str, arrays: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """A sample's attributes and (selected) arrays as numpy."""
+        g = self.group(key)
+        out: dict[str, Any] = {k: v for k, v in g.attrs.items()}
+        for name in arrays if arrays is not None else g.keys():
+            if name in g:
+                out[name] = g[name][()]
+        return out
+
+    def atoms(self, key: str):
+        """The structure of a sample as ASE Atoms, with energy/forces as a SinglePointCalculator."""
+        from ase import Atoms
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        d = self.read(key, ("numbers", "positions", "cell", "pbc", "forces"))
+        atoms = Atoms(numbers=d["numbers"], positions=d["positions"], cell=d["cell"], pbc=d["pbc"])
+        atoms.info.update(index=int(key), status=str(d["status"]), source=str(d["source"]))
+        if d["status"] == "ok":
+            atoms.calc = SinglePointCalculator(atoms, energy=float(d["energy"]), forces=d.get("forces"))
+            atoms.info["fermi_level"] = float(d["fermi_level"])
+        else:
+            atoms.info["error"] = str(d["error"])
+        return atoms
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[int(z)]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
