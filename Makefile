@@ -21,8 +21,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
+	# 1. reference data: 8 thermal water structures labelled with PySCF PBE/def2-SVP on 2 Dask workers
 	$(BIN)/fastqmd generate examples/water_demo.yaml
 	$(BIN)/fastqmd dataset info demo_out/water_demo.h5
+	# 2. reference MD (tblite GFN2, pinned O, Berendsen 300 K) and its analysis
+	$(BIN)/fastqmd md examples/md_water_tblite.yaml --overwrite
+	$(BIN)/fastqmd analyze demo_out/md_water_tblite/trajectory.extxyz
+	# 3. a second level of theory (GFN1) standing in for a surrogate, compared side by side
+	$(BIN)/fastqmd md examples/md_water_gfn1.yaml --overwrite
+	$(BIN)/fastqmd compare demo_out/md_water_tblite/trajectory.extxyz demo_out/md_water_gfn1/trajectory.extxyz -o demo_out/water_compare
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -225,11 +225,21 @@ def build_structures(src: RattledBulk | Molecule | StructureFile) -> list[Atoms]
 
 
 def min_distance(atoms: Atoms) -> float:
-    """Smallest interatomic distance in Å (minimum image under pbc); inf for one atom."""
-    if len(atoms) < 2:
+    """Smallest interatomic distance in Å (all periodic images under pbc); inf for one atom.
+
+    Searched with vesin neighbour lists of growing radius, so large cells never build an N×N matrix.
+    """
+    from fastqmd.neighbors import pairs
+
+    if len(atoms) < 2 and not atoms.pbc.any():
         return float("inf")
-    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
-    return float(d[np.triu_indices(len(atoms), 1)].min())
+    extent = np.ptp(atoms.positions, axis=0).max() if not atoms.pbc.any() else atoms.cell.lengths().max()
+    cutoff = 2.0
+    while True:
+        _, _, d, _ = pairs(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        if d.size or cutoff > 2 * extent + 1.0:
+            return float(d.min()) if d.size else float("inf")
+        cutoff *= 2
 
 
 def validate_atoms(atoms: Atoms, label: str = "structure") -> None:

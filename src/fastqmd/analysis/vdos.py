@@ -1,0 +1,38 @@
+"""Velocity autocorrelation and vibrational density of states.
+
+C(τ) = ⟨Σ_i m_i v_i(t)·v_i(t+τ)⟩_t / ⟨Σ_i m_i v_i(t)·v_i(t)⟩_t  (all time origins, FFT with zero padding).
+VDOS(ν) ∝ Σ_i m_i |∫ v_i(t) e^{−2πiνt} dt|² (Wiener–Khinchin: the spectrum of C), normalized to unit area;
+ν in THz (1/fs = 1000 THz) and wavenumbers in cm⁻¹ (1 THz = 33.35641 cm⁻¹).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastqmd.md.trajectory import frame_velocities
+
+THZ_TO_INV_CM = 33.35640951981521
+
+
+def mass_weighted_velocities(frames) -> np.ndarray:
+    """[n_frames, N, 3] √m · v (amu^½ Å/fs)."""
+    v = np.stack([frame_velocities(f) for f in frames])
+    return v * np.sqrt(frames[0].get_masses())[None, :, None]
+
+
+def vacf(frames) -> np.ndarray:
+    """[n_frames] normalized C(τ) for τ = 0, 1, ... frame intervals."""
+    w = mass_weighted_velocities(frames).reshape(len(frames), -1)  # [T, 3N]
+    n = w.shape[0]
+    f = np.fft.rfft(w, n=2 * n, axis=0)
+    c = np.fft.irfft((f * f.conj()).real, axis=0)[:n].sum(axis=1) / (n - np.arange(n))
+    return c / c[0] if c[0] != 0 else c
+
+
+def vdos(frames, dt_fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ν [n_freq] THz, VDOS [n_freq] in 1/THz) from frames `dt_fs` apart."""
+    w = mass_weighted_velocities(frames).reshape(len(frames), -1)
+    spec = (np.abs(np.fft.rfft(w - w.mean(0), axis=0)) ** 2).sum(axis=1)
+    nu = np.fft.rfftfreq(len(frames), d=dt_fs) * 1000.0
+    area = np.trapezoid(spec, nu) if len(nu) > 1 else 0.0
+    return nu, spec / area if area > 0 else spec

@@ -1,0 +1,157 @@
+"""The `fastqmd md CONFIG.yaml` configuration, and the factories that turn it into library objects.
+
+Example (EMT copper, Nosé–Hoover at 300 K):
+
+    structure: {kind: rattled_bulk, element: Cu, supercell: 2, cubic: true, max_displacement_fraction: 0.0}
+    potential: {kind: emt}
+    ensemble: {kind: nose_hoover, tau_fs: 50}
+    temperature_K: 300
+    timestep_fs: 2.0
+    steps: 1000
+    output: {dir: md_out/cu, traj_every: 10, checkpoint_every: 100}
+
+Potentials: `emt` (ASE EMT), `reference` (a fastqmd reference engine, `engine:` an EngineConfig),
+`ase` (any importable ASE Calculator factory "module:callable" with keyword arguments, e.g.
+"tblite.ase:TBLite" with {method: GFN2-xTB}). Ensembles: `nve`, `nose_hoover` (the NNH-MD study's scheme),
+`langevin` (BAOAB), `berendsen`. Units: K, fs, Å, amu.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from fastqmd.config import FrozenModel
+from fastqmd.errors import InputError
+from fastqmd.reference.config import EngineConfig
+from fastqmd.structures import StructureSource
+
+
+class EMTPotential(FrozenModel):
+    kind: Literal["emt"] = "emt"
+    reset_calculator: bool = True  # see ASEPotential (False: EMT keeps its neighbour list, ~3× faster)
+
+
+class ReferencePotential(FrozenModel):
+    """A fastqmd reference engine (PySCF, tblite) as the potential: Born–Oppenheimer MD."""
+
+    kind: Literal["reference"] = "reference"
+    engine: EngineConfig  # e.g. {kind: tblite, method: GFN2-xTB} or {kind: pyscf-mol, xc: PBE, basis: def2-SVP}
+    reset_calculator: bool = True  # see ASEPotential
+
+
+class ASEPotential(FrozenModel):
+    """Any ASE Calculator: `factory` "package.module:callable", called with `kwargs`."""
+
+    kind: Literal["ase"] = "ase"
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    kwargs: dict[str, Any] = {}
+    # reset before every step: forces depend on positions only, restarts are bitwise exact; false keeps
+    # neighbour lists / SCF guesses between steps (faster, restarts then agree to SCF tolerance)
+    reset_calculator: bool = True
+
+
+PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential, Field(discriminator="kind")]
+
+
+class NVE(FrozenModel):
+    kind: Literal["nve"] = "nve"
+
+
+class NoseHoover(FrozenModel):
+    kind: Literal["nose_hoover"] = "nose_hoover"
+    tau_fs: PositiveFloat = 100.0  # thermostat time: Q = g k_B T τ²
+
+
+class Langevin(FrozenModel):
+    kind: Literal["langevin"] = "langevin"
+    friction_per_fs: PositiveFloat = 0.01
+    seed: int = 0
+
+
+class BerendsenEnsemble(FrozenModel):
+    kind: Literal["berendsen"] = "berendsen"
+    tau_fs: PositiveFloat = 19.35  # 800 a.u., MGmol's setting in the MOR study
+
+
+Ensemble = Annotated[NVE | NoseHoover | Langevin | BerendsenEnsemble, Field(discriminator="kind")]
+
+
+class Output(FrozenModel):
+    dir: Path
+    traj_every: PositiveInt = 1
+    log_every: PositiveInt = 1
+    checkpoint_every: PositiveInt = 100
+    progress: bool = True
+
+
+class Guard(FrozenModel):
+    """Blow-up guard: stop when anything is NaN, T exceeds `max_temperature_K`, or two atoms come closer
+    than `min_distance_A` (checked every `distance_every` steps)."""
+
+    max_temperature_K: PositiveFloat = 1.0e4
+    min_distance_A: float = Field(default=0.5, ge=0)
+    distance_every: PositiveInt = 10
+
+
+class MDConfig(FrozenModel):
+    structure: StructureSource
+    potential: PotentialSource
+    ensemble: Ensemble
+    temperature_K: float = Field(ge=0)  # initial Maxwell–Boltzmann velocities and thermostat target
+    timestep_fs: PositiveFloat
+    steps: PositiveInt
+    seed: int = 0  # initial velocities
+    pinned: list[Annotated[int, Field(ge=0)]] = []  # indices of atoms held fixed (MOR: the oxygen)
+    masses: dict[str, PositiveFloat] = {}  # per-element overrides (amu); default ASE masses
+    device: Literal["cpu", "cuda"] = "cpu"
+    guard: Guard = Guard()
+    output: Output
+
+
+def build_potential(src: EMTPotential | ReferencePotential | ASEPotential):
+    """Config → Potential (through the ASE adapter for calculators)."""
+    from fastqmd.potential import calculator_to_potential
+
+    return calculator_to_potential(build_calculator(src), reset=getattr(src, "reset_calculator", True))
+
+
+def build_calculator(src: EMTPotential | ReferencePotential | ASEPotential):
+    """Config → ASE Calculator."""
+    if isinstance(src, EMTPotential):
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    if isinstance(src, ReferencePotential):
+        from fastqmd.reference.calculator import EngineCalculator
+        from fastqmd.reference.config import build_engine
+
+        return EngineCalculator(build_engine(src.engine))
+    module, _, name = src.factory.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot import ASE calculator factory '{src.factory}': {exc}") from None
+    try:
+        return factory(**src.kwargs)
+    except TypeError as exc:
+        raise InputError(f"calculator factory '{src.factory}' rejected its kwargs: {exc}") from None
+
+
+def build_integrator(cfg: MDConfig):
+    """Config → integrator object (see fastqmd.md.integrators)."""
+    from fastqmd.md import integrators as I
+
+    e, dt, T = cfg.ensemble, cfg.timestep_fs, cfg.temperature_K
+    if isinstance(e, NVE):
+        return I.VelocityVerlet(dt)
+    if T <= 0:
+        raise InputError(f"ensemble '{e.kind}' needs temperature_K > 0")
+    if isinstance(e, NoseHoover):
+        return I.NoseHooverVerlet(dt, T, e.tau_fs)
+    if isinstance(e, Langevin):
+        return I.LangevinBAOAB(dt, T, e.friction_per_fs, e.seed)
+    return I.Berendsen(dt, T, e.tau_fs)

@@ -1,0 +1,242 @@
+"""The restartable MD runner behind `fastqmd md CONFIG.yaml`.
+
+In:  an `MDConfig`. Out (in `output.dir`): trajectory.extxyz, thermo.csv, checkpoint.pt, config.json.
+
+Restart: if `output.dir` holds a checkpoint of the same config (`steps` may grow), the run continues from it:
+both output files are cut back to their sizes recorded in the checkpoint and the deterministic continuation
+rewrites what followed, so a run killed at any moment (kill -9 included) and rerun produces byte-identical
+files to an uninterrupted run. Checkpoints are written to a temporary file, fsynced and renamed into place,
+after the output files were fsynced, so the checkpoint never points beyond what is on disk.
+
+Blow-up guard: non-finite energy/forces/positions, T above `guard.max_temperature_K`, or two atoms closer than
+`guard.min_distance_A` stop the run with `MDBlowUp`; the last good frame is saved to last_good.extxyz.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fastqmd.errors import InputError
+from fastqmd.md.config import MDConfig, build_integrator, build_potential
+from fastqmd.md.state import (
+    MDState,
+    degrees_of_freedom,
+    init_state,
+    masses_of,
+    maxwell_boltzmann,
+    temperature,
+)
+from fastqmd.md.trajectory import THERMO_HEADER, AppendFile, frame_text, state_to_atoms, thermo_row, truncate_file
+
+TRAJ, THERMO, CKPT = "trajectory.extxyz", "thermo.csv", "checkpoint.pt"
+CONFIG, LAST_GOOD = "config.json", "last_good.extxyz"
+
+
+class MDBlowUp(RuntimeError):
+    """The simulation became unphysical (NaN, runaway temperature, atoms overlapping)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    out_dir: Path
+    steps_done: int
+    resumed_from: int | None
+    wall_s: float
+    s_per_step: float
+    ns_per_day: float
+
+
+def config_hash(cfg: MDConfig) -> str:
+    """Hash of everything that defines the trajectory (not `steps`, not the progress bar)."""
+    d = cfg.model_dump(mode="json")
+    d.pop("steps")
+    d["output"].pop("progress")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def initial_state(cfg: MDConfig, potential, integrator) -> MDState:
+    """Structure → masses, pinned mask, degrees of freedom, Maxwell–Boltzmann velocities → first state."""
+    from fastqmd.structures import build_structures
+
+    atoms = build_structures(cfg.structure)[0]
+    validate_start(atoms)
+    n = len(atoms)
+    bad = [i for i in cfg.pinned if i >= n]
+    if bad:
+        raise InputError(f"pinned atom index {bad[0]} out of range (structure has {n} atoms)")
+    fixed = torch.zeros(n, dtype=torch.bool)
+    fixed[list(cfg.pinned)] = True
+    conserving = cfg.ensemble.kind != "langevin"
+    dof = degrees_of_freedom(n, len(set(cfg.pinned)), momentum_conserved=conserving)
+    masses = masses_of(atoms, cfg.masses)
+    v = maxwell_boltzmann(masses, fixed, cfg.temperature_K, dof, cfg.seed, remove_com=True)
+    state = init_state(atoms, potential, v, masses, fixed, dof, cfg.device)
+    return integrator.init(state)
+
+
+def validate_start(atoms) -> None:
+    """Reject non-finite coordinates and atoms closer than 0.5 Å (vesin neighbour list: O(N), unlike an
+    all-pairs distance matrix, so 10⁴-atom cells are fine)."""
+    import numpy as np
+
+    from fastqmd.neighbors import min_distance
+    from fastqmd.structures import MIN_DISTANCE_A
+
+    if not np.all(np.isfinite(atoms.positions)):
+        raise InputError("md structure: non-finite (NaN or infinite) coordinates")
+    if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-6:
+        raise InputError("md structure: periodic cell has zero volume")
+    d = min_distance(atoms.positions, atoms.cell.array, atoms.pbc, MIN_DISTANCE_A)
+    if d < MIN_DISTANCE_A:
+        raise InputError(f"md structure: two atoms are {d:.3f} Å apart (minimum {MIN_DISTANCE_A} Å)")
+
+
+def check_state(state: MDState, cfg: MDConfig, check_distance: bool) -> str | None:
+    """Reason the state is unphysical, or None."""
+    if not (torch.isfinite(state.energy) and torch.isfinite(state.forces).all()
+            and torch.isfinite(state.positions).all()):
+        return "non-finite energy, forces or positions"
+    t = float(temperature(state.velocities, state.masses, state.dof))
+    if t > cfg.guard.max_temperature_K:
+        return f"temperature {t:.0f} K above the limit {cfg.guard.max_temperature_K:.0f} K"
+    if check_distance and cfg.guard.min_distance_A > 0:
+        from fastqmd.neighbors import min_distance
+
+        s = state.system
+        d = min_distance(s.positions.cpu().numpy(), s.cell.cpu().numpy(), s.pbc.cpu().numpy(),
+                         cfg.guard.min_distance_A)
+        if d < cfg.guard.min_distance_A:
+            return f"two atoms {d:.3f} Å apart (limit {cfg.guard.min_distance_A} Å)"
+    return None
+
+
+def save_checkpoint(path: Path, state: MDState, traj_bytes: int, log_bytes: int, chash: str) -> None:
+    """Atomic: write temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save({"state": state, "traj_bytes": traj_bytes, "log_bytes": log_bytes, "config_hash": chash}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def load_checkpoint(path: Path, device: str) -> dict:
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # a foreign or corrupt file
+        raise InputError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+    ck["state"] = _fresh(ck["state"])
+    return ck
+
+
+def _fresh(obj):
+    """Deep copy with every tensor cloned into a new allocation: loaded tensors may sit at other memory
+    alignments, which changes the rounding of vectorized sums (and so breaks bitwise restarts)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone(memory_format=torch.contiguous_format)
+    if isinstance(obj, dict):
+        return {k: _fresh(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return type(obj)(_fresh(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _fresh(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                                           if f.init})
+    return obj
+
+
+def _progress(enabled: bool, total: int, start: int):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(
+        TextColumn("md"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), disable=not enabled, transient=False,
+    )
+    task = p.add_task("md", total=total, completed=start, rate="")
+    return p, task
+
+
+def rate_text(s_per_step: float, dt_fs: float) -> tuple[float, str]:
+    """ns/day = Δt[fs]·1e-6 · 86400 / (s/step)."""
+    ns_day = dt_fs * 1e-6 * 86400 / s_per_step if s_per_step > 0 else float("inf")
+    return ns_day, f"{ns_day:.3g} ns/day  {s_per_step:.3g} s/step"
+
+
+def run_md(cfg: MDConfig, overwrite: bool = False, potential=None) -> RunSummary:
+    """Run (or resume) the MD of `cfg`. `potential` overrides the config's potential (library use)."""
+    out = Path(cfg.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, traj_path, log_path = out / CKPT, out / TRAJ, out / THERMO
+    chash = config_hash(cfg)
+    potential = potential if potential is not None else build_potential(cfg.potential)
+    integ = build_integrator(cfg)
+    resumed_from = None
+    if ckpt_path.exists() and not overwrite:
+        ck = load_checkpoint(ckpt_path, cfg.device)
+        if ck["config_hash"] != chash:
+            raise InputError(f"{out} holds a run of a different config; use another output.dir or --overwrite")
+        truncate_file(traj_path, ck["traj_bytes"])
+        truncate_file(log_path, ck["log_bytes"])
+        state = ck["state"]
+        resumed_from = state.step
+    else:
+        for name in (TRAJ, THERMO, CKPT, LAST_GOOD):
+            (out / name).unlink(missing_ok=True)
+        state = initial_state(cfg, potential, integ)
+    (out / CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    traj, log = AppendFile(traj_path), AppendFile(log_path, THERMO_HEADER)
+    try:
+        if resumed_from is None:
+            _write(state, integ, cfg, traj, log)
+            save_checkpoint(ckpt_path, state, traj.sync(), log.sync(), chash)
+        return _loop(state, integ, potential, cfg, traj, log, ckpt_path, chash, resumed_from)
+    finally:
+        traj.close()
+        log.close()
+
+
+def _write(state: MDState, integ, cfg: MDConfig, traj: AppendFile, log: AppendFile) -> None:
+    conserved = None
+    if state.step % cfg.output.traj_every == 0:
+        conserved = integ.conserved(state)
+        traj.write(frame_text(state_to_atoms(state, conserved)))
+    if state.step % cfg.output.log_every == 0:
+        log.write(thermo_row(state, integ.conserved(state) if conserved is None else conserved))
+
+
+def _loop(state, integ, potential, cfg, traj, log, ckpt_path, chash, resumed_from) -> RunSummary:
+    start_step, t0 = state.step, time.perf_counter()
+    prog, task = _progress(cfg.output.progress, cfg.steps, start_step)
+    with prog:
+        while state.step < cfg.steps:
+            new = integ.step(state, potential)
+            reason = check_state(new, cfg, new.step % cfg.guard.distance_every == 0)
+            if reason is not None:
+                last = Path(cfg.output.dir) / LAST_GOOD
+                last.write_text(frame_text(state_to_atoms(state, integ.conserved(state))))
+                traj.sync()
+                log.sync()
+                raise MDBlowUp(f"MD stopped at step {new.step}: {reason}; last good frame (step {state.step}) "
+                               f"saved to {last}")
+            state = new
+            _write(state, integ, cfg, traj, log)
+            if state.step % cfg.output.checkpoint_every == 0 or state.step == cfg.steps:
+                save_checkpoint(ckpt_path, state, traj.sync(), log.sync(), chash)
+            done = state.step - start_step
+            sps = (time.perf_counter() - t0) / max(done, 1)
+            prog.update(task, completed=state.step, rate=rate_text(sps, cfg.timestep_fs)[1])
+    wall = time.perf_counter() - t0
+    sps = wall / max(state.step - start_step, 1)
+    return RunSummary(Path(cfg.output.dir), state.step, resumed_from, wall, sps, rate_text(sps, cfg.timestep_fs)[0])
