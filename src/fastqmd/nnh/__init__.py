@@ -1,0 +1,37 @@
+"""NN Hamiltonian (NNH-MD, issue 4): an E(3)-equivariant network that predicts real-space Kohn–Sham / tight-binding
+Hamiltonian blocks, a learned two-centre overlap, and a learned repulsive energy.
+
+In:  a structure — element symbols, positions [N, 3] Å, cell [3, 3] Å (rows), pbc — as a `Graph` of integer
+     indices (`model.graph(...)`, vesin neighbour list) plus torch positions/cell that carry gradients.
+Out: `Blocks` in eV (S dimensionless) in the fastqmd orbital convention (`fastqmd.orbitals`, docs/CONVENTIONS.md;
+     atom blocks contiguous in Atoms order, shells in `BasisSpec` order, m = −l..l), assembled into
+     H(R) [n_shifts, nao, nao] (`to_real_space`, H(−R) = H(R)ᵀ) or H(k) [nk, nao, nao] (`to_kspace`,
+     H(k) = Σ_R e^{i2πk·R} H(R), k fractional); E_rep in eV.
+Guarantees (tests/nnh): rotating + translating the input rotates every block by `orbital_rotation` (1e-10 in
+float64), permuting atoms permutes blocks, H(k) Hermitian, Bloch-consistent under lattice translations and
+supercells, gradients reach positions and cell. The H model, S head and E_rep must be built for the same
+element set (species indices are sorted symbols). Energy Ω[H(k), S(k)] + E_rep: `fastqmd.electronic`.
+"""
+
+from fastqmd.nnh.blocks import Blocks, BlockLayout, to_kspace, to_real_space
+from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
+from fastqmd.nnh.model import NNHConfig, NNHModel
+from fastqmd.nnh.overlap import OverlapConfig, TwoCentreOverlap, check_positive_definite
+from fastqmd.nnh.repulsion import Repulsion, RepulsionConfig
+
+__all__ = [
+    "BlockLayout",
+    "Blocks",
+    "Graph",
+    "NNHConfig",
+    "NNHModel",
+    "OverlapConfig",
+    "Repulsion",
+    "RepulsionConfig",
+    "TwoCentreOverlap",
+    "build_graph",
+    "check_positive_definite",
+    "edge_vectors",
+    "to_kspace",
+    "to_real_space",
+]

@@ -1,0 +1,206 @@
+"""The E(3)-equivariant NN Hamiltonian (DeepH-E3 style): structure → real-space H blocks in the fastqmd basis.
+
+In:  positions [N, 3] Å and cell [3, 3] Å (torch; gradients flow to both), a `Graph` from `NNHModel.graph`.
+Out: `Blocks` (eV): on-site blocks H_ii(0) per species and off-site blocks H_ij(R) per edge, Hermitian by
+     construction; `fastqmd.nnh.blocks.to_real_space` / `to_kspace` assemble H(R) / H(k).
+
+Network (O(3)-equivariant; e3nn irreps, harmonics and 3j symbols, lean layers of
+`fastqmd.nnh.layers`; edge vectors r_ij = pos[j] − pos[i] + R·cell formed inside forward):
+  h_i^0 = W·onehot(Z_i)  (scalars);   b_n(d) = √(2/r_c) sin(nπd/r_c)/d,  u(d) polynomial envelope (p),
+  Y^l(r̂_ij), l ≤ l_max (e3nn basis);   interaction t = 1..T (NequIP-like gated convolution):
+      m_i = (1/⟨n⟩) Σ_j TP_uvu( Lin(h_j), Y(r̂_ij); w = u(d)·MLP(b(d)) ),
+      h_i ← Gate( Lin(m_i) + Lin_{Z_i}(h_i) ) (+ h_i when shapes match);
+  on-site:  x_i = Lin_{Z_i}(h_i) (with scalar biases)                 → B_ii = C_{Z_i Z_i} x_i, (B + Bᵀ)/2;
+  off-site: e_ij = Gate(Lin(TP_uvu(Lin_a h_i + Lin_b h_j, Y(r̂_ij); w = u·MLP(b, s_i, s_j)))),
+            x_ij = u(d) Lin_{Z_i Z_j}(e_ij)               → B_ij = C_{Z_i Z_j} x_ij, (B_ij(R) + B_ji(−R)ᵀ)/2,
+with C the Wigner–Eckart couplings of `fastqmd.nnh.irreps` (orthogonal, into the fastqmd convention).
+Loops run over species and species pairs only. float32 or float64; constants are built in float64 first so
+that float64 models are equivariant to ~1e-14.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Literal
+
+import numpy as np
+import torch
+from e3nn import o3
+from pydantic import field_validator
+from torch import Tensor
+
+from fastqmd.config import FrozenModel
+from fastqmd.nnh.blocks import Blocks, BlockLayout, symmetrize_offsite, symmetrize_onsite
+from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
+from fastqmd.nnh.layers import Gate, IrrepsLinear, UVUTensorProduct
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class NNHConfig(FrozenModel):
+    """Hyperparameters of `NNHModel`. `basis`: element → shell angular momenta, in the dataset's order."""
+
+    basis: dict[str, tuple[int, ...]]
+    cutoff: float = 7.2  # Å, both message passing and off-site blocks
+    n_radial: int = 8
+    radial_hidden: int = 64
+    envelope_exponent: int = 6
+    lmax: int | None = None  # spherical harmonics; default max(4, 2·l_max(shells))
+    n_scalars_embed: int = 32
+    hidden_irreps: str = "64x0e+32x1o+32x1e+16x2e+16x2o+8x3o+8x3e+8x4e+8x4o"
+    n_layers: int = 3
+    avg_num_neighbors: float = 40.0  # message normalisation 1/⟨n⟩
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("cutoff")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("cutoff must be positive")
+        return v
+
+    def sh_lmax(self) -> int:
+        lmax_shell = max(max(ls) for ls in self.basis.values())
+        return self.lmax if self.lmax is not None else max(4, 2 * lmax_shell)
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Temporarily set torch's default dtype (e3nn builds its Wigner constants in it)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def bessel_basis(d: Tensor, cutoff: float, n: int) -> Tensor:
+    """b_n(d) = √(2/r_c) sin(nπ d/r_c)/d, n = 1..N  [E, N] (DimeNet)."""
+    k = torch.arange(1, n + 1, dtype=d.dtype, device=d.device) * torch.pi / cutoff
+    return (2.0 / cutoff) ** 0.5 * torch.sin(k * d[:, None]) / d[:, None]
+
+
+def polynomial_envelope(d: Tensor, cutoff: float, p: int = 6) -> Tensor:
+    """u(x) = 1 − (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) − p(p+1)/2 x^(p+2), x = d/r_c < 1; 0 beyond.
+
+    u(1) = u'(1) = u''(1) = 0, so anything multiplied by u is twice continuously differentiable at the cutoff.
+    """
+    x = d / cutoff
+    u = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+    return torch.where(x < 1, u, torch.zeros_like(u))
+
+
+def mlp(sizes: list[int]) -> torch.nn.Sequential:
+    """Plain SiLU MLP with the given layer sizes."""
+    layers: list[torch.nn.Module] = []
+    for k in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[k], sizes[k + 1]))
+        if k < len(sizes) - 2:
+            layers.append(torch.nn.SiLU())
+    return torch.nn.Sequential(*layers)
+
+
+class Interaction(torch.nn.Module):
+    """One gated equivariant convolution (module docstring)."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, n_species: int,
+                 n_radial: int, radial_hidden: int, avg_num_neighbors: float):
+        super().__init__()
+        self.lin_up = IrrepsLinear(irreps_in, irreps_in)
+        self.tp = UVUTensorProduct(irreps_in, irreps_sh, irreps_out)
+        self.radial = mlp([n_radial, radial_hidden, radial_hidden, self.tp.weight_numel])
+        self.gate = Gate(irreps_out)
+        self.lin_out = IrrepsLinear(self.tp.irreps_out, self.gate.irreps_in)
+        self.self_conn = IrrepsLinear(irreps_in, self.gate.irreps_in, n_species=n_species)
+        self.residual = irreps_in == irreps_out
+        self.norm = 1.0 / avg_num_neighbors
+
+    def forward(self, h: Tensor, species: Tensor, Y: Tensor, rbf: Tensor, env: Tensor, i: Tensor, j: Tensor) -> Tensor:
+        w = self.radial(rbf) * env[:, None]  # [E, weight_numel]
+        msg = self.tp(self.lin_up(h)[j], Y, w)  # [E, mid]
+        m = msg.new_zeros(h.shape[0], msg.shape[1]).index_add(0, i, msg) * self.norm
+        out = self.gate(self.lin_out(m) + self.self_conn(h, species))
+        return out + h if self.residual else out
+
+
+class NNHModel(torch.nn.Module):
+    """Structure → Hamiltonian blocks (module docstring). Construct from an `NNHConfig`."""
+
+    def __init__(self, config: NNHConfig):
+        super().__init__()
+        self.config = config
+        self.species = sorted(config.basis)
+        ns = len(self.species)
+        with default_dtype(torch.float64):
+            self.layout = BlockLayout(self.species, config.basis)
+            hidden = o3.Irreps(config.hidden_irreps).sort().irreps.simplify()
+            needed = {ir for irreps in self.layout.irreps.values() for _, ir in irreps}
+            missing = needed - {ir for _, ir in hidden}
+            if missing:
+                raise ValueError(f"hidden_irreps lacks {sorted(map(str, missing))} needed by the basis blocks")
+            self.irreps_sh = o3.Irreps.spherical_harmonics(config.sh_lmax())
+            self.hidden = hidden
+            node0 = o3.Irreps(f"{config.n_scalars_embed}x0e")
+            self.embed = torch.nn.Linear(ns, config.n_scalars_embed, bias=False)
+            self.layers = torch.nn.ModuleList(
+                Interaction(node0 if t == 0 else hidden, hidden, self.irreps_sh, ns, config.n_radial,
+                            config.radial_hidden, config.avg_num_neighbors)
+                for t in range(config.n_layers)
+            )
+            scal = [torch.arange(sl.start, sl.stop) for sl, (_, ir) in zip(hidden.slices(), hidden)
+                    if ir == o3.Irrep("0e")]
+            self.register_buffer("scalar_idx", torch.cat(scal))
+            self.edge_src = IrrepsLinear(hidden, hidden)
+            self.edge_dst = IrrepsLinear(hidden, hidden)
+            self.edge_tp = UVUTensorProduct(hidden, self.irreps_sh, hidden)
+            self.edge_radial = mlp([config.n_radial + 2 * len(self.scalar_idx), config.radial_hidden,
+                                    config.radial_hidden, self.edge_tp.weight_numel])
+            self.edge_gate = Gate(hidden)
+            self.edge_lin = IrrepsLinear(self.edge_tp.irreps_out, self.edge_gate.irreps_in)
+            self.onsite_out = torch.nn.ModuleList(
+                IrrepsLinear(hidden, self.layout.irreps[(a, a)], biases=True) for a in range(ns))
+            self.offsite_out = torch.nn.ModuleList(
+                torch.nn.ModuleList(IrrepsLinear(hidden, self.layout.irreps[(a, b)]) for b in range(ns))
+                for a in range(ns))
+        self.to(_DTYPES[config.dtype])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.config.dtype]
+
+    def graph(self, symbols: list[str], positions: np.ndarray, cell: np.ndarray, pbc) -> Graph:
+        """Neighbour graph of a structure at this model's cutoff (numpy in, index tensors out)."""
+        return build_graph(list(symbols), np.asarray(positions), np.asarray(cell), pbc, self.config.cutoff,
+                           self.species, self.layout.n_orbitals)
+
+    def node_features(self, positions: Tensor, cell: Tensor, graph: Graph):
+        """Shared trunk: (h [N, hidden], Y [E, sh], rbf [E, n_radial], env [E]) from geometry."""
+        c = self.config
+        r = edge_vectors(positions, cell, graph)  # [E, 3]
+        d = torch.linalg.norm(r, dim=-1)  # [E]
+        Y = o3.spherical_harmonics(self.irreps_sh, r, normalize=True, normalization="component")
+        rbf = bessel_basis(d, c.cutoff, c.n_radial)
+        env = polynomial_envelope(d, c.cutoff, c.envelope_exponent)
+        onehot = torch.nn.functional.one_hot(graph.species, len(self.species)).to(positions.dtype)
+        h = self.embed(onehot)
+        for layer in self.layers:
+            h = layer(h, graph.species, Y, rbf, env, graph.edge_i, graph.edge_j)
+        return h, Y, rbf, env
+
+    def forward(self, positions: Tensor, cell: Tensor, graph: Graph) -> Blocks:
+        h, Y, rbf, env = self.node_features(positions, cell, graph)
+        i, j = graph.edge_i, graph.edge_j
+        ns = len(self.species)
+        s = h[:, self.scalar_idx]
+        w = self.edge_radial(torch.cat([rbf, s[i], s[j]], dim=-1)) * env[:, None]
+        x_e = self.edge_src(h)[i] + self.edge_dst(h)[j]  # [E, hidden]
+        e = self.edge_gate(self.edge_lin(self.edge_tp(x_e, Y, w)))  # [E, hidden]
+        e = e * env[:, None]
+        onsite = tuple(
+            symmetrize_onsite(self.layout.to_block(self.onsite_out[a](h[graph.node_groups[a]]), a, a))
+            for a in range(ns))
+        raw = tuple(
+            tuple(self.layout.to_block(self.offsite_out[a][b](e[graph.edge_groups[a][b]]), a, b) for b in range(ns))
+            for a in range(ns))
+        return Blocks(onsite=onsite, offsite=symmetrize_offsite(raw, graph))

@@ -1,0 +1,151 @@
+"""Learned two-centre overlap S(R) (for engines that give S but not dS/dR, e.g. tblite) and the S > 0 check.
+
+In:  positions [N, 3] Å, cell [3, 3] Å (torch, differentiable), a `Graph` whose cutoff is ≥ this model's cutoff
+     (edges beyond it contribute exactly zero).
+Out: `Blocks` of S (dimensionless), fastqmd orbital convention; assemble with `to_real_space` / `to_kspace`.
+
+A two-centre integral depends only on the pair vector r = r_ij and the two species, so the Slater–Koster form
+
+    S_ij(r) = Σ_{shell pairs} Σ_L f^{ab}_{s1 s2 L}(|r|) Σ_M C^{LM}_{l1m1,l2m2} Y_LM(r̂),  (−1)^L = (−1)^(l1+l2),
+
+is exact: one learned radial function f = u(d)·MLP_ab(b(d)) per (species pair, shell pair, L), C the
+Wigner–Eckart coupling of `fastqmd.nnh.irreps`, u the polynomial envelope. Irreps of the wrong parity (L odd for
+p–p, …) cannot be built from one vector and are zero. Symmetrised like H: S_ij(R) = (B_ij(R) + B_ji(−R)ᵀ)/2.
+On-site blocks are invariant (Schur): c^a_{s1 s2}·1 for shells of equal l, 0 otherwise — learned constants,
+identity at start, or set from a reference block with `set_onsite_from_block`.
+`check_positive_definite` raises `OverlapNotPositiveDefiniteError` (clear message, k-point and λ_min).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from e3nn import o3
+from torch import Tensor
+
+from fastqmd.config import FrozenModel
+from fastqmd.electronic.free_energy import OverlapNotPositiveDefiniteError
+from fastqmd.nnh.blocks import Blocks, BlockLayout, symmetrize_offsite
+from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
+from fastqmd.nnh.model import _DTYPES, bessel_basis, default_dtype, mlp, polynomial_envelope
+
+
+class OverlapConfig(FrozenModel):
+    """Hyperparameters of `TwoCentreOverlap`. `basis`: element → shell angular momenta."""
+
+    basis: dict[str, tuple[int, ...]]
+    cutoff: float = 7.2
+    n_radial: int = 8
+    radial_hidden: int = 32
+    envelope_exponent: int = 6
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+def _vector_channels(irreps: o3.Irreps, sh_offsets: dict[int, int]):
+    """For the irreps of a block: positions in x of the channels buildable from Y(r̂) ((−1)^L = parity),
+    the matching indices into the concatenated Y, and for each the index of its radial function."""
+    pos, yidx, path = [], [], []
+    k = 0
+    for n, (mul, ir) in enumerate(irreps):
+        assert mul == 1
+        if ir.p == (-1) ** ir.l:
+            pos += range(k, k + ir.dim)
+            yidx += range(sh_offsets[ir.l], sh_offsets[ir.l] + ir.dim)
+            path += [len(set(path))] * ir.dim
+        k += ir.dim
+    return pos, yidx, path
+
+
+class TwoCentreOverlap(torch.nn.Module):
+    """S(R) blocks from pair vectors only (module docstring)."""
+
+    def __init__(self, config: OverlapConfig):
+        super().__init__()
+        self.config = config
+        self.species = sorted(config.basis)
+        ns = len(self.species)
+        self.lmax = 2 * max(max(ls) for ls in config.basis.values())
+        self.irreps_sh = o3.Irreps.spherical_harmonics(self.lmax)
+        sh_offsets = {l: l * l for l in range(self.lmax + 1)}
+        with default_dtype(torch.float64):
+            self.layout = BlockLayout(self.species, config.basis)
+            self.radial = torch.nn.ModuleList()
+            for a in range(ns):
+                for b in range(ns):
+                    pos, yidx, path = _vector_channels(self.layout.irreps[(a, b)], sh_offsets)
+                    self.register_buffer(f"pos_{a}_{b}", torch.tensor(pos, dtype=torch.long))
+                    self.register_buffer(f"yidx_{a}_{b}", torch.tensor(yidx, dtype=torch.long))
+                    self.register_buffer(f"path_{a}_{b}", torch.tensor(path, dtype=torch.long))
+                    n_paths = max(path) + 1 if path else 0
+                    self.radial.append(mlp([config.n_radial, config.radial_hidden, config.radial_hidden,
+                                            max(n_paths, 1)]))
+            self.onsite = torch.nn.ParameterList()
+            for a, s in enumerate(self.species):
+                x = self.layout.to_irreps(torch.eye(self.layout.n_orbitals[s])[None], a, a)[0]
+                self.register_buffer(f"onsite_mask_{a}", self._onsite_mask(a))
+                self.onsite.append(torch.nn.Parameter(x * self._onsite_mask(a)))
+        self.to(_DTYPES[config.dtype])
+
+    def _onsite_mask(self, a: int) -> Tensor:
+        """1 on the L = 0 channels of equal-l shell pairs (the only rotation-invariant on-site channels)."""
+        irreps = self.layout.irreps[(a, a)]
+        mask = torch.zeros(irreps.dim)
+        for sl, (_, ir) in zip(irreps.slices(), irreps):
+            if ir == o3.Irrep("0e"):
+                mask[sl] = 1.0
+        return mask
+
+    def graph(self, symbols: list[str], positions: np.ndarray, cell: np.ndarray, pbc) -> Graph:
+        return build_graph(list(symbols), np.asarray(positions), np.asarray(cell), pbc, self.config.cutoff,
+                           self.species, self.layout.n_orbitals)
+
+    @torch.no_grad()
+    def set_onsite_from_block(self, symbol: str, block: np.ndarray | Tensor) -> None:
+        """Set species `symbol`'s on-site constants from a reference on-site S block [n, n] (its invariant part)."""
+        a = self.species.index(symbol)
+        B = torch.as_tensor(np.asarray(block), dtype=self.onsite[a].dtype, device=self.onsite[a].device)
+        x = self.layout.to_irreps(0.5 * (B + B.T)[None], a, a)[0]
+        self.onsite[a].copy_(x * getattr(self, f"onsite_mask_{a}"))
+
+    def forward(self, positions: Tensor, cell: Tensor, graph: Graph) -> Blocks:
+        ns = len(self.species)
+        r = edge_vectors(positions, cell, graph)  # [E, 3]
+        d = torch.linalg.norm(r, dim=-1)
+        Y = o3.spherical_harmonics(self.irreps_sh, r, normalize=True, normalization="integral")  # [E, (lmax+1)²]
+        f = self.radial_inputs(d)
+        raw = []
+        for a in range(ns):
+            row = []
+            for b in range(ns):
+                idx = graph.edge_groups[a][b]
+                K = self.layout.irreps[(a, b)].dim
+                pos = getattr(self, f"pos_{a}_{b}")
+                R = self.radial[a * ns + b](f[0][idx]) * f[1][idx, None]  # [E_ab, n_paths]
+                vals = Y[idx][:, getattr(self, f"yidx_{a}_{b}")] * R[:, getattr(self, f"path_{a}_{b}")]
+                x = Y.new_zeros(idx.numel(), K).index_copy(1, pos, vals) if len(pos) else Y.new_zeros(idx.numel(), K)
+                row.append(self.layout.to_block(x, a, b))
+            raw.append(tuple(row))
+        onsite = tuple(
+            self.layout.to_block(self.onsite[a].expand(graph.node_groups[a].numel(), -1), a, a) for a in range(ns))
+        return Blocks(onsite=onsite, offsite=symmetrize_offsite(tuple(raw), graph))
+
+    def radial_inputs(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        """(Bessel basis [E, n_radial], envelope [E]) at this model's cutoff."""
+        c = self.config
+        return bessel_basis(d, c.cutoff, c.n_radial), polynomial_envelope(d, c.cutoff, c.envelope_exponent)
+
+
+def check_positive_definite(S: Tensor, what: str = "S(k)") -> None:
+    """Raise `OverlapNotPositiveDefiniteError` unless every S[k] ([nk, n, n], Hermitian) is positive definite."""
+    S = S if S.dim() == 3 else S[None]
+    _, info = torch.linalg.cholesky_ex(S.detach())
+    bad = torch.nonzero(info).reshape(-1)
+    if bad.numel():
+        k = int(bad[0])
+        lam = float(torch.linalg.eigvalsh(S[k].detach()).min())
+        raise OverlapNotPositiveDefiniteError(
+            f"{what} is not positive definite at k-point {k} of {S.shape[0]} (smallest eigenvalue {lam:.3e}); "
+            "a learned overlap has lost its metric property here: use the engine's exact S, retrain the S head "
+            "with configurations like this one, or check for atoms closer than in the training data")

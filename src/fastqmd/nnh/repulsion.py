@@ -1,0 +1,74 @@
+"""E_rep: the learned short-range repulsive/correction energy added to the Mermin free energy of the model H.
+
+In:  positions [N, 3] Å, cell [3, 3] Å (torch, differentiable), a `Graph` with cutoff ≥ this term's cutoff.
+Out: E_rep (eV, scalar tensor). Forces/stress by autograd of the total E = Ω[H, S] + E_rep.
+
+Why: Σ f ε is the band-structure energy; ion–ion and double-counting terms are missing (DFTB's E_rep), see
+shared/science/nnh.md. Form — pair potential plus an embedded-atom (EAM-like) many-body term:
+
+    E_rep = ½ Σ_{(i,j,R)} φ_{Z_i Z_j}(d_ij) + Σ_i [F_{Z_i}(ρ_i) − F_{Z_i}(0)],   ρ_i = Σ_{(j,R)} g_{Z_j}(d_ij),
+    φ_ab(d) = u(d) Σ_n c_{ab,n} b_n(d),   g_b(d) = u(d) Σ_n a_{b,n} b_n(d),   F_a a small SiLU MLP,
+
+with c symmetric in (a, b), b_n the Bessel basis √(2/r_c) sin(nπd/r_c)/d (∝ 1/d at short range) and u the
+polynomial envelope (u = u' = u'' = 0 at r_c): E_rep and its forces are continuous as atoms cross the cutoff.
+Invariant under rotations, translations and permutations by construction (distances and sums only).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from fastqmd.config import FrozenModel
+from fastqmd.nnh.graph import Graph, edge_vectors
+from fastqmd.nnh.model import _DTYPES, bessel_basis, mlp, polynomial_envelope
+
+
+class RepulsionConfig(FrozenModel):
+    """Hyperparameters of `Repulsion`. `species`: element symbols (sorted internally, as in the H model)."""
+
+    species: tuple[str, ...]
+    cutoff: float = 5.0
+    n_radial: int = 8
+    embedding_hidden: int = 16
+    many_body: bool = True
+    envelope_exponent: int = 6
+    init_scale: float = 0.1  # std of the initial pair/density coefficients
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class Repulsion(torch.nn.Module):
+    """E_rep (module docstring)."""
+
+    def __init__(self, config: RepulsionConfig):
+        super().__init__()
+        self.config = config
+        self.species = sorted(config.species)
+        ns, nr = len(self.species), config.n_radial
+        g = torch.Generator().manual_seed(0)
+        self.pair = torch.nn.Parameter(config.init_scale * torch.randn(ns, ns, nr, generator=g, dtype=torch.float64))
+        if config.many_body:
+            self.density = torch.nn.Parameter(config.init_scale * torch.randn(ns, nr, generator=g, dtype=torch.float64))
+            self.embedding = mlp([1, config.embedding_hidden, ns]).to(torch.float64)
+        self.to(_DTYPES[config.dtype])
+
+    def pair_coefficients(self) -> Tensor:
+        """c_ab,n symmetrised over species: [ns, ns, n_radial]."""
+        return 0.5 * (self.pair + self.pair.transpose(0, 1))
+
+    def forward(self, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
+        c = self.config
+        r = edge_vectors(positions, cell, graph)  # [E, 3]
+        d = torch.linalg.norm(r, dim=-1)
+        ub = polynomial_envelope(d, c.cutoff, c.envelope_exponent)[:, None] * bessel_basis(d, c.cutoff, c.n_radial)
+        zi, zj = graph.species[graph.edge_i], graph.species[graph.edge_j]
+        phi = (self.pair_coefficients()[zi, zj] * ub).sum(-1)  # [E]
+        E = 0.5 * phi.sum()
+        if c.many_body:
+            rho_e = (self.density[zj] * ub).sum(-1)  # [E]
+            rho = rho_e.new_zeros(graph.n_atoms).index_add(0, graph.edge_i, rho_e)  # [N]
+            F = self.embedding(rho[:, None]) - self.embedding(rho.new_zeros(1, 1))  # [N, ns]
+            E = E + F.gather(1, graph.species[:, None]).sum()
+        return E

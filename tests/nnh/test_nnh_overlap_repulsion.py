@@ -1,0 +1,145 @@
+"""The learned two-centre overlap S and the repulsive energy E_rep: symmetry, locality, smoothness, gradients."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastqmd.electronic import OverlapNotPositiveDefiniteError
+from fastqmd.nnh import check_positive_definite, to_kspace, to_real_space
+from fastqmd.orbitals import orbital_rotation, random_rotation
+
+EQUIV_TOL = 1e-10
+FD_RTOL = 1e-6
+
+
+def overlap_real_space(model, symbols, pos, cell, pbc):
+    g = model.graph(symbols, pos, cell, pbc)
+    SR, shifts = to_real_space(model(torch.tensor(pos), torch.tensor(cell), g), g)
+    return {tuple(s): S for s, S in zip(shifts.tolist(), SR.detach().numpy())}
+
+
+def energy(model, symbols, pos, cell, pbc):
+    g = model_graph(symbols, pos, cell, pbc, model.config.cutoff)
+    with torch.no_grad():
+        return model(torch.as_tensor(pos), torch.as_tensor(cell), g)
+
+
+def model_graph(symbols, pos, cell, pbc, cutoff):
+    from fastqmd.nnh import build_graph
+
+    return build_graph(symbols, np.asarray(pos), np.asarray(cell), pbc, cutoff, ["H", "O"], {"H": 5, "O": 14})
+
+
+def test_overlap_rotates_with_wigner_D_molecule_and_cell(s_model, basis_spec, molecule, crystal):
+    R = random_rotation(8)
+    symbols, pos = molecule
+    S0 = overlap_real_space(s_model, symbols, pos, np.zeros((3, 3)), False)[(0, 0, 0)]
+    S1 = overlap_real_space(s_model, symbols, pos @ R.T + 1.5, np.zeros((3, 3)), False)[(0, 0, 0)]
+    D = orbital_rotation(basis_spec, symbols, R)
+    assert np.abs(S0 - np.eye(len(S0))).max() > 0.05  # off-site blocks are not trivially zero
+    assert np.abs(D @ S0 @ D.T - S1).max() < EQUIV_TOL
+    symbols, pos, cell = crystal
+    S0 = overlap_real_space(s_model, symbols, pos, cell, True)
+    S1 = overlap_real_space(s_model, symbols, pos @ R.T - 0.7, cell @ R.T, True)
+    D = orbital_rotation(basis_spec, symbols, R)
+    assert set(S0) == set(S1)
+    assert max(np.abs(D @ S0[s] @ D.T - S1[s]).max() for s in S0) < EQUIV_TOL
+    assert max(np.abs(S0[s] - S0[tuple(-v for v in s)].T).max() for s in S0) == 0.0  # S(−R) = S(R)ᵀ
+
+
+def test_overlap_is_two_centre(s_model, basis_spec, molecule):
+    """S_ij depends only on r_ij and the species: moving a third atom leaves the (i, j) block unchanged."""
+    symbols, pos = molecule
+    pos2 = pos.copy()
+    pos2[4] += [0.3, -0.2, 0.25]
+    S0 = overlap_real_space(s_model, symbols, pos, np.zeros((3, 3)), False)[(0, 0, 0)]
+    S1 = overlap_real_space(s_model, symbols, pos2, np.zeros((3, 3)), False)[(0, 0, 0)]
+    o = basis_spec.offsets(symbols)
+    assert np.abs(S0[o[0] : o[1], o[3] : o[4]] - S1[o[0] : o[1], o[3] : o[4]]).max() == 0.0
+    assert np.abs(S0[o[0] : o[1], o[4] : o[5]] - S1[o[0] : o[1], o[4] : o[5]]).max() > 1e-4
+
+
+def test_overlap_onsite_identity_then_set_from_reference(s_model, basis_spec):
+    """Isolated atoms: S is the on-site block — identity at start, the invariant part of a reference after."""
+    import copy
+
+    m = copy.deepcopy(s_model)
+    pos = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    S = overlap_real_space(m, ["O", "H"], pos, np.zeros((3, 3)), False)[(0, 0, 0)]
+    assert np.abs(S - np.eye(len(S))).max() < 1e-14
+    ref = np.eye(14)
+    ref[0, 1] = ref[1, 0] = 0.24  # two s shells overlap
+    ref[3:6, 6:9] = ref[6:9, 3:6] = 0.5 * np.eye(3)  # two p shells overlap, 0.5·1 is invariant
+    m.set_onsite_from_block("O", ref)
+    S = overlap_real_space(m, ["O", "H"], pos, np.zeros((3, 3)), False)[(0, 0, 0)]
+    assert np.abs(S[:14, :14] - ref).max() < 1e-14
+
+
+def test_overlap_gradient_matches_finite_differences(s_model, crystal):
+    symbols, pos, cell = crystal
+    g = s_model.graph(symbols, pos, cell, True)
+    k = torch.tensor([[0.1, 0.2, -0.3]], dtype=torch.float64)
+    W = torch.tensor(np.random.default_rng(5).normal(size=(1, g.n_orbitals, g.n_orbitals)))
+
+    def loss(p):
+        return (to_kspace(s_model(p, torch.tensor(cell), g), g, k).imag * W).sum()
+
+    p = torch.tensor(pos, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(p), p)
+    for idx in [(0, 1), (2, 2)]:
+        xp, xm = pos.copy(), pos.copy()
+        xp[idx] += 1e-5
+        xm[idx] -= 1e-5
+        with torch.no_grad():
+            fd = float(loss(torch.tensor(xp)) - loss(torch.tensor(xm))) / 2e-5
+        assert abs(fd - float(grad[idx])) <= FD_RTOL * max(1.0, abs(fd))
+
+
+def test_positive_definite_check_passes_and_fails_clearly():
+    check_positive_definite(torch.eye(4, dtype=torch.float64)[None].repeat(2, 1, 1))
+    bad = torch.eye(3, dtype=torch.complex128).repeat(2, 1, 1)
+    bad[1, 0, 1] = bad[1, 1, 0] = 1.5  # eigenvalue 1 − 1.5 < 0 at k-point 1
+    with pytest.raises(OverlapNotPositiveDefiniteError, match=r"not positive definite at k-point 1 of 2.*-5\.000e-01"):
+        check_positive_definite(bad)
+
+
+def test_repulsion_is_invariant(rep_model, molecule, crystal):
+    symbols, pos = molecule
+    R = random_rotation(9) * -1  # improper too
+    E0 = energy(rep_model, symbols, pos, np.zeros((3, 3)), False)
+    E1 = energy(rep_model, symbols, pos @ R.T + 2.0, np.zeros((3, 3)), False)
+    perm = [3, 5, 4, 0, 2, 1]
+    E2 = energy(rep_model, [symbols[p] for p in perm], pos[perm], np.zeros((3, 3)), False)
+    assert abs(float(E0)) > 1e-3
+    assert abs(float(E1 - E0)) < 1e-12 and abs(float(E2 - E0)) < 1e-12
+    symbols, pos, cell = crystal
+    Ec = energy(rep_model, symbols, pos, cell, True)
+    Er = energy(rep_model, symbols, pos @ R.T, cell @ R.T, True)
+    sc = cell * np.array([[1], [2], [1]])
+    Es = energy(rep_model, symbols * 2, np.concatenate([pos, pos + cell[1]]), sc, True)
+    assert abs(float(Er - Ec)) < 1e-12
+    assert abs(float(Es - 2 * Ec)) < 1e-11  # extensive: a 1×2×1 supercell has twice the energy
+
+
+def test_repulsion_is_smooth_at_cutoff_and_forces_match_fd(rep_model, crystal):
+    rc = rep_model.config.cutoff
+    d = np.array([rc - 1e-3, rc - 1e-4])
+    for x in d:
+        pos = torch.tensor([[0.0, 0.0, 0.0], [x, 0.0, 0.0]], requires_grad=True)
+        g = model_graph(["O", "H"], pos.detach().numpy(), np.zeros((3, 3)), False, rc)
+        E = rep_model(pos, torch.zeros(3, 3, dtype=torch.float64), g)
+        (F,) = torch.autograd.grad(-E, pos)
+        # E, F vanish with the envelope as (1 − d/r_c)³, (1 − d/r_c)²
+        assert abs(float(E.detach())) < 1e-6 and float(F.abs().max()) < 1e-4
+    symbols, pos, cell = crystal
+    g = model_graph(symbols, pos, cell, True, rc)
+    p = torch.tensor(pos, requires_grad=True)
+    (grad,) = torch.autograd.grad(rep_model(p, torch.tensor(cell), g), p)
+    for idx in [(0, 0), (1, 1), (2, 2)]:
+        xp, xm = pos.copy(), pos.copy()
+        xp[idx] += 1e-5
+        xm[idx] -= 1e-5
+        with torch.no_grad():
+            c = torch.tensor(cell)
+            fd = float(rep_model(torch.tensor(xp), c, g) - rep_model(torch.tensor(xm), c, g)) / 2e-5
+        assert abs(fd - float(grad[idx])) <= FD_RTOL * max(1.0, abs(fd))
