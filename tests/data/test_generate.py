@@ -50,6 +50,7 @@ def test_generate_end_to_end_and_rerun_is_a_no_op(tmp_path):
     s = summarize(cfg.output)
     assert s["samples"] == {"total": 6, "ok": 6, "failed": 0} and s["elements"] == ["H", "O"]
     assert s["basis"]["O"]["n_orbitals"] == 4 and s["basis"]["H"]["n_orbitals"] == 1
+    assert s["valence_electrons"] == {"H": 1, "O": 6}
 
 
 def test_extending_the_count_keeps_earlier_samples(tmp_path):

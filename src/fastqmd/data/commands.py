@@ -74,7 +74,9 @@ def _print_summary(s: dict) -> None:
     c.print(f"[bold]{s['path']}[/]  engine [cyan]{s['engine']}[/]  {json.dumps(s['settings'], sort_keys=True)}")
     n = s["samples"]
     c.print(f"samples: {n['total']} ({n['ok']} ok, {n['failed']} failed); elements: {' '.join(s['elements'])}")
-    c.print("basis: " + "; ".join(f"{el}: l={v['shells_l']} ({v['n_orbitals']} orbitals)" for el, v in s["basis"].items()))
+    c.print("basis: " + "; ".join(f"{el}: l={v['shells_l']} ({v['n_orbitals']} orbitals, "
+                                  f"{s['valence_electrons'].get(el, '?')} valence electrons)"
+                                  for el, v in s["basis"].items()))
     t = Table("quantity", "mean", "std", "min", "max")
     for key, label in [("atoms_per_sample", "atoms/sample"), ("kpoints_per_sample", "k-points/sample"),
                        ("energy_eV", "energy (eV)"), ("energy_per_atom_eV", "energy/atom (eV)"),

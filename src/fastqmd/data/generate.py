@@ -35,7 +35,8 @@ from fastqmd.data.store import (
     Failure,
     Header,
     atomic_write,
-    merge_basis,
+    PER_ELEMENT_ATTRS,
+    merge_per_element,
     read_header,
     write_failure,
     write_header,
@@ -171,10 +172,9 @@ def consolidate(output: Path, header: Header) -> int:
                     if key in f[SAMPLES]:
                         del f[SAMPLES][key]  # a retried failure replaces the old record
                     part.copy(part[SAMPLES][key], f[SAMPLES], name=key)
-                if "basis" in part.attrs:
-                    from fastqmd.reference.base import BasisSpec
-
-                    merge_basis(f, BasisSpec.from_json(json.loads(part.attrs["basis"])))
+                for name in PER_ELEMENT_ATTRS:
+                    if name in part.attrs:
+                        merge_per_element(f, name, json.loads(part.attrs[name]))
 
     atomic_write(output, fill)
     shutil.rmtree(parts, ignore_errors=True)

@@ -57,6 +57,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "samples": {"total": len(ds.keys(None)), "ok": len(energies), "failed": len(failed)},
         "elements": sorted(elements, key=lambda s: chemical_symbols.index(s)),
         "basis": {el: {"shells_l": list(sh), "n_orbitals": basis.n_orbitals(el)} for el, sh in basis.shells.items()},
+        "valence_electrons": ds.valence_electrons,
         "atoms_per_sample": stats(n_atoms),
         "kpoints_per_sample": stats(nk),
         "energy_eV": stats(energies),

@@ -2,7 +2,8 @@
 
 Root attributes
     format = "fastqmd-dataset", schema_version = 1, engine (str), settings (JSON: the level of theory),
-    basis (JSON: element -> shell angular momenta), fastqmd_version.
+    basis (JSON: element -> shell angular momenta), valence_electrons (JSON: element -> electrons of the
+    neutral atom that H describes, so N_e of any neutral structure is the sum over its atoms), fastqmd_version.
 /samples/<index:08d>  one group per requested structure; <index> is its position in the generation config's
     structure list, so a sample can never be stored twice. Attributes:
         status ("ok" | "failed"), error (str, failed only), source (str), wall_time_s, versions (JSON),

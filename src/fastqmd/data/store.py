@@ -100,6 +100,8 @@ def write_sample(f: h5py.File, index: int, sample: Sample, source: str, min_dist
         extras=json.dumps(_jsonable(sample.extras), sort_keys=True),
     )
     merge_basis(f, sample.basis)
+    if "valence_electrons" in sample.extras:
+        merge_per_element(f, "valence_electrons", sample.extras["valence_electrons"])
 
 
 def write_failure(f: h5py.File, failure: Failure, source: str, min_distance_A: float) -> None:
@@ -115,14 +117,21 @@ def write_failure(f: h5py.File, failure: Failure, source: str, min_distance_A: f
     )
 
 
+PER_ELEMENT_ATTRS = ("basis", "valence_electrons")  # root JSON attrs: element -> value, fixed per element
+
+
+def merge_per_element(f: h5py.File, name: str, values: dict) -> None:
+    """Root JSON attr `name` = union of the per-element values seen; an element's value must never change."""
+    current = json.loads(f.attrs.get(name, "{}"))
+    for el, v in values.items():
+        if el in current and current[el] != v:
+            raise ValueError(f"{name} of {el} changed between samples: {current[el]} vs {v}")
+        current[el] = v
+    f.attrs[name] = json.dumps(current, sort_keys=True)
+
+
 def merge_basis(f: h5py.File, basis: BasisSpec) -> None:
-    """Root `basis` attr = union of the per-element shells seen; an element's shells must never change."""
-    current = json.loads(f.attrs.get("basis", "{}"))
-    for el, shells in basis.to_json().items():
-        if el in current and current[el] != shells:
-            raise ValueError(f"basis of {el} changed between samples: {current[el]} vs {shells}")
-        current[el] = shells
-    f.attrs["basis"] = json.dumps(current, sort_keys=True)
+    merge_per_element(f, "basis", basis.to_json())
 
 
 def atomic_write(path: Path, fill) -> None:
@@ -191,6 +200,11 @@ class Dataset:
     @property
     def basis(self) -> BasisSpec:
         return BasisSpec.from_json(json.loads(self.file.attrs.get("basis", "{}")))
+
+    @property
+    def valence_electrons(self) -> dict[str, int]:
+        """Element → valence electrons of the neutral atom (N_e of a neutral structure = Σ over atoms)."""
+        return json.loads(self.file.attrs.get("valence_electrons", "{}"))
 
     def keys(self, status: str | None = "ok") -> list[str]:
         """Sample group names in index order, filtered by status (None: all)."""

@@ -85,6 +85,19 @@ class Sample:
         return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
 
 
+def valence_by_element(symbols: list[str], per_atom) -> dict[str, int]:
+    """{element: valence electrons of its neutral atom} from per-atom counts (rounded; must agree per element).
+
+    Stored in `Sample.extras["valence_electrons"]` so that models know N_e = Σ_atoms Z_val of any structure.
+    """
+    out: dict[str, int] = {}
+    for s, z in zip(symbols, np.asarray(per_atom, dtype=float)):
+        zi = int(round(z))
+        if abs(z - zi) > 1e-3 or out.setdefault(s, zi) != zi:
+            raise ValueError(f"inconsistent valence electron count for {s}: {z}")
+    return out
+
+
 @runtime_checkable
 class Engine(Protocol):
     """A reference quantum engine. `name` and `settings` identify the level of theory (stored in datasets)."""
