@@ -89,7 +89,9 @@ class PySCFPBCEngine:
             tables = (("basis", self.basis, pgto.basis.load), ("pseudo", self.pseudo, pgto.pseudo.load))
             for what, name, loader in tables:
                 try:
-                    ok = bool(loader(name, sym))
+                    with warnings.catch_warnings():  # PySCF warns about basis-set-exchange on a miss
+                        warnings.simplefilter("ignore")
+                        ok = bool(loader(name, sym))
                 except Exception:  # PySCF raises KeyError/RuntimeError/BasisNotFoundError
                     ok = False
                 if not ok:
