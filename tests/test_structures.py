@@ -45,6 +45,18 @@ def test_rattle_is_seeded_bounded_and_count_independent():
     assert np.abs(disp).max() > 0.9 * 0.25 * 3.61  # uniform up to the bound: it gets close to it
 
 
+def test_min_distance_floor_redraws_deterministically():
+    from fastqmd.structures import min_distance
+
+    src = RattledBulk(supercell=2, max_displacement_fraction=0.25, min_distance_A=1.5, count=4, seed=3)
+    a, b = build_structures(src), build_structures(src)  # median nearest pair 1.2 Å: most draws rejected
+    assert all(min_distance(x) >= 1.5 for x in a)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.positions, y.positions)
+    with pytest.raises(InputError, match="no structure"):
+        build_structures(RattledBulk(supercell=2, max_displacement_fraction=0.25, min_distance_A=2.5))
+
+
 def test_thermal_normal_mode_sampling_has_equipartition():
     """Classical harmonic sampling: <½ Σ ω² Q²> = (n_vib/2) kT, judged in standard errors."""
     mol, w2, vecs = normal_modes(molecule("H2O"), "GFN2-xTB")

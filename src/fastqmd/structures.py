@@ -36,6 +36,10 @@ class RattledBulk(FrozenModel):
     supercell: PositiveInt = 4  # n -> n×n×n copies (primitive fcc: 4 -> 64 atoms)
     cubic: bool = False  # conventional (cubic) cell instead of primitive
     max_displacement_fraction: float = Field(default=0.25, ge=0, lt=0.5)
+    # redraw a structure (from its own stream) while two atoms are closer than this, Å; None: keep all.
+    # Measured, 64-atom fcc Cu: nearest pair median 0.79 Å at 25 % of a (GFN1: up to +90 eV/atom), 1.44 Å at
+    # 15 %, 1.79 Å at 10 %; a floor trims the near-fusion tail of a moderate fraction.
+    min_distance_A: float | None = Field(default=None, gt=0)
     count: PositiveInt = 1
     seed: int = 0
 
@@ -93,11 +97,25 @@ def rattle_uniform(atoms: Atoms, max_disp_A: float, rng: np.random.Generator) ->
     return out
 
 
+MAX_REDRAWS = 1000
+
+
 def rattled_bulk(src: RattledBulk) -> list[Atoms]:
     ideal = bulk_supercell(src.element, src.crystal, src.a, src.supercell, src.cubic)
     a = src.a or reference_states[atomic_numbers[src.element]]["a"]
     d = src.max_displacement_fraction * a
-    return [rattle_uniform(ideal, d, sample_rng(src.seed, i)) for i in range(src.count)]
+    out = []
+    for i in range(src.count):
+        rng = sample_rng(src.seed, i)
+        for _ in range(MAX_REDRAWS):
+            atoms = rattle_uniform(ideal, d, rng)
+            if src.min_distance_A is None or min_distance(atoms) >= src.min_distance_A:
+                break
+        else:
+            raise InputError(f"rattled_bulk: no structure with all distances ≥ {src.min_distance_A} Å in "
+                             f"{MAX_REDRAWS} draws; lower min_distance_A or max_displacement_fraction")
+        out.append(atoms)
+    return out
 
 
 def _molecule_base(src: Molecule) -> Atoms:

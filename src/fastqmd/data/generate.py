@@ -25,7 +25,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import h5py
-import numpy as np
 from ase import Atoms
 from pydantic import Field, PositiveInt
 

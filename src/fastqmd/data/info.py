@@ -27,7 +27,6 @@ def stats(values) -> dict[str, float]:
 
 def summarize(path: str | Path) -> dict[str, Any]:
     ds = Dataset(path)
-    f = ds.file
     energies, e_per_atom, f_comp, f_norm, dmin, n_atoms, wall, nk = [], [], [], [], [], [], [], []
     elements: set[str] = set()
     failed = []
