@@ -1,6 +1,5 @@
 """Integration with fastqmd.electronic: forces and stress of E = Ω[H(k), S(k)] + E_rep through the model blocks."""
 
-import numpy as np
 import torch
 
 from fastqmd.electronic import free_energy, monkhorst_pack

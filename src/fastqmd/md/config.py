@@ -12,8 +12,9 @@ Example (EMT copper, Nosé–Hoover at 300 K):
 
 Potentials: `emt` (ASE EMT), `reference` (a fastqmd reference engine, `engine:` an EngineConfig),
 `ase` (any importable ASE Calculator factory "module:callable" with keyword arguments, e.g.
-"tblite.ase:TBLite" with {method: GFN2-xTB}). Ensembles: `nve`, `nose_hoover` (the NNH-MD study's scheme),
-`langevin` (BAOAB), `berendsen`. Units: K, fs, Å, amu.
+"tblite.ase:TBLite" with {method: GFN2-xTB}),
+`nnh` (a trained NN-Hamiltonian model file from `fastqmd train`: NNH-MD).
+Ensembles: `nve`, `nose_hoover` (the NNH-MD study's scheme), `langevin` (BAOAB), `berendsen`. Units: K, fs, Å, amu.
 """
 
 from __future__ import annotations
@@ -54,7 +55,20 @@ class ASEPotential(FrozenModel):
     reset_calculator: bool = True
 
 
-PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential, Field(discriminator="kind")]
+class NNHPotentialConfig(FrozenModel):
+    """A trained NN-Hamiltonian model (`fastqmd train` → model.pt): NNH-MD (fastqmd.nnh.potential)."""
+
+    kind: Literal["nnh"] = "nnh"
+    checkpoint: Path  # model.pt or checkpoint.pt (EMA weights)
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "float64"] | None = None  # network dtype; default: as trained
+    kpoints_mesh: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)  # Γ-centred; Γ for supercells
+    skin: float = Field(default=0.5, ge=0)  # Å: graph rebuilt when an atom moved more than skin/2
+    eigenvalues: bool = True  # store ε per frame (DOS in `fastqmd analyze`); costs one extra eigensolve
+
+
+PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig,
+                            Field(discriminator="kind")]
 
 
 class NVE(FrozenModel):
@@ -112,15 +126,34 @@ class MDConfig(FrozenModel):
     output: Output
 
 
-def build_potential(src: EMTPotential | ReferencePotential | ASEPotential):
+def build_potential(src: EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig):
     """Config → Potential (through the ASE adapter for calculators)."""
     from fastqmd.potential import calculator_to_potential
+
+    if isinstance(src, NNHPotentialConfig):
+        return _nnh_potential(src)
 
     return calculator_to_potential(build_calculator(src), reset=getattr(src, "reset_calculator", True))
 
 
-def build_calculator(src: EMTPotential | ReferencePotential | ASEPotential):
+def _nnh_potential(src: NNHPotentialConfig):
+    from fastqmd.nnh.potential import NNHPotential
+
+    if src.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("potential device 'cuda' requested but CUDA is not available")
+    return NNHPotential.from_file(src.checkpoint, device=src.device, dtype=src.dtype,
+                                  kpoints_mesh=src.kpoints_mesh, skin=src.skin, eigenvalues=src.eigenvalues)
+
+
+def build_calculator(src: EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig):
     """Config → ASE Calculator."""
+    if isinstance(src, NNHPotentialConfig):
+        from fastqmd.potential import PotentialCalculator
+
+        return PotentialCalculator(_nnh_potential(src), device=src.device)
     if isinstance(src, EMTPotential):
         from ase.calculators.emt import EMT
 

@@ -1,0 +1,54 @@
+"""CLI: `fastqmd train CONFIG.yaml` (NNH training, resumable, torchrun-aware) and
+`fastqmd evaluate MODEL DATASET` (accuracy JSON + figures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train_cmd(
+    config: Path = typer.Argument(..., help="Training config (YAML), see fastqmd.nnh.train.TrainConfig"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="start afresh even if a checkpoint exists"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="override max_steps"),
+) -> None:
+    """Train an NN-Hamiltonian energy model on H, forces, energies (and S); kill and rerun to resume.
+    Data parallel: torchrun --nproc_per_node P -m fastqmd.cli train CONFIG.yaml"""
+    from fastqmd.config import load_config
+    from fastqmd.nnh.train import TrainConfig, train
+
+    cfg = load_config(TrainConfig, config)
+    if max_steps is not None:
+        cfg = cfg.model_copy(update={"max_steps": max_steps})
+    s = train(cfg, overwrite=overwrite)
+    how = f"resumed at step {s['resumed_from']}" if s["resumed_from"] is not None else "new run"
+    test = s.get("test") or {}
+    extra = f", test H MAE {test['H_mae_eV']:.3g} eV, F MAE {test['F_mae_eV_A']:.3g} eV/Å" if test else ""
+    typer.echo(f"train: {s['steps']} steps ({how}) in {s['wall_time_s']:.1f} s{extra} -> {cfg.output}/model.pt")
+
+
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="model.pt or checkpoint.pt from `fastqmd train`"),
+    dataset: Path = typer.Argument(..., help="dataset (.h5)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="output folder (default: MODEL_eval/)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+) -> None:
+    """H, eigenvalue, energy and force errors of a trained NNH model → evaluation.json + PNG figures."""
+    from fastqmd.errors import InputError
+    from fastqmd.nnh.evaluate import evaluate_files
+
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    out = output or model.with_name(model.stem + "_eval")
+    m, files = evaluate_files(model, dataset, out, device=device)
+    f = m["forces_eV_per_A"]
+    typer.echo(f"evaluate: {m['n_samples']} samples, H MAE {m['H_mae_eV']:.3g} eV ({m['H_mae_uEh']:.3g} μEh), "
+               f"eigenvalue MAE {m['eigenvalue_mae_eV']['all']:.3g} eV"
+               + (f", force MAE {f['mae']:.3g} eV/Å" if f else "") + f" -> {', '.join(str(p) for p in files)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)

@@ -1,0 +1,164 @@
+"""`fastqmd evaluate MODEL DATASET`: accuracy of a trained NNH model against reference data → JSON + PNG.
+
+In:  a model file / checkpoint (`fastqmd.nnh.checkpoint`) and a dataset (all ok samples, or given keys).
+Out: metrics (dict, written as JSON):
+  - H: MAE |H_NN(k) − H_DFT(k)| over all elements (eV and μEh), and the element-wise MAE per orbital pair
+    (species pair, orbital μ, orbital ν; on-site and off-site separately) — the heatmap of the study's Fig. 2;
+  - eigenvalues of (H_NN, S) vs the stored reference eigenvalues: MAE over all states, occupied states
+    (reference occupation > half of the spin factor) and states within ±1 eV of the reference Fermi level;
+  - energy (per structure and per atom) and force MAE/RMSE (eV, eV/Å);
+  and PNGs: hamiltonian_error.png (heatmaps, meV) and, for periodic samples, bands.png — eigenvalues at the
+  stored k-points, reference solid red vs model dashed black (the study's Fig. 3).
+Units: eV, Å; 1 Eh = `fastqmd.units.HARTREE_EV` eV.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastqmd.electronic import solve_spectrum
+from fastqmd.nnh.checkpoint import load_energy_model
+from fastqmd.nnh.energy import EnergyModel, energy_forces
+from fastqmd.nnh.targets import Target, load_targets
+from fastqmd.units import HARTREE_EV
+
+FERMI_WINDOW_EV = 1.0
+
+
+def predict(model: EnergyModel, t: Target, device="cpu"):
+    """(E, F [N, 3], H(k), eigenvalues [nk, n]) of the model for target t (numpy)."""
+    g = model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(device)
+    parts, F, _ = energy_forces(model, t.frame, t.positions.to(device).clone(), t.cell.to(device), g)
+    spec = solve_spectrum(parts.H.detach(), parts.S.detach(), torch.as_tensor(t.frame.kweights, device=device),
+                          model.n_electrons(t.frame.symbols), model.kT, model.config.spin_factor)
+    return (float(parts.energy.detach()), F.detach().cpu().numpy(), parts.H.detach().cpu().numpy(),
+            spec.eigenvalues.cpu().numpy())
+
+
+def pair_labels(model: EnergyModel) -> dict[str, list[str]]:
+    """Orbital labels per species, e.g. O: ['s0', 'p-1', 'p0', 'p1', ...] (shell letter + m)."""
+    names = "spdfgh"
+    out = {}
+    for s in model.species:
+        out[s] = [f"{names[l]}{k}:{m}" for k, l in enumerate(model.h.layout.shells[s]) for m in range(-l, l + 1)]
+    return out
+
+
+def evaluate(model: EnergyModel, targets: list[Target], device="cpu") -> tuple[dict, dict]:
+    """(metrics JSON dict, arrays for plots)."""
+    n_orb = model.h.layout.n_orbitals
+    heat_sum: dict[str, np.ndarray] = {}
+    heat_n: dict[str, int] = {}
+    abs_h, e_all, e_occ, e_fermi, dE, dEa, dF = [], [], [], [], [], [], []
+    bands = []
+    for t in targets:
+        E, F, H, eig = predict(model, t, device)
+        d = np.abs(H - t.H.numpy())  # [nk, nao, nao]
+        abs_h.append(d.reshape(-1))
+        off = np.cumsum([0] + [n_orb[s] for s in t.frame.symbols])
+        dm = d.mean(0)
+        for a, sa in enumerate(t.frame.symbols):
+            for b, sb in enumerate(t.frame.symbols):
+                key = f"{'onsite' if a == b else 'offsite'} {sa}-{sb}"
+                blk = dm[off[a]:off[a + 1], off[b]:off[b + 1]]
+                heat_sum[key] = heat_sum.get(key, 0) + blk
+                heat_n[key] = heat_n.get(key, 0) + 1
+        ref_eig, occ = t.eigenvalues.numpy(), t.occupations.numpy()
+        n = min(ref_eig.shape[1], eig.shape[1])
+        de = np.abs(eig[:, :n] - ref_eig[:, :n])
+        e_all.append(de.reshape(-1))
+        e_occ.append(de[occ[:, :n] > 0.5 * model.config.spin_factor])
+        mu = t.fermi_level if np.isfinite(t.fermi_level) else float(ref_eig[occ > 0.5 * model.config.spin_factor].max())
+        e_fermi.append(de[np.abs(ref_eig[:, :n] - mu) < FERMI_WINDOW_EV])
+        dE.append(E - t.energy)
+        dEa.append((E - t.energy) / len(t.frame.symbols))
+        if t.forces is not None:
+            dF.append((F - t.forces.numpy()).reshape(-1))
+        if any(t.frame.pbc) and len(bands) < 1:
+            bands.append((ref_eig, eig, mu, t.key))
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+    h = cat(abs_h)
+
+    def stat(x):
+        return {"mae": float(np.abs(x).mean()), "rmse": float(np.sqrt((x**2).mean()))} if len(x) else None
+
+    heat = {k: (heat_sum[k] / heat_n[k]) for k in heat_sum}
+    metrics = {
+        "n_samples": len(targets),
+        "H_mae_eV": float(h.mean()), "H_mae_uEh": float(h.mean() / HARTREE_EV * 1e6),
+        "H_max_pair_mae_eV": float(max(v.max() for v in heat.values())),
+        "H_pair_mae_eV": {k: v.tolist() for k, v in heat.items()},
+        "orbital_labels": pair_labels(model),
+        "eigenvalue_mae_eV": {"all": _mean(cat(e_all)), "occupied": _mean(cat(e_occ)),
+                              f"fermi_pm_{FERMI_WINDOW_EV:g}eV": _mean(cat(e_fermi))},
+        "energy_eV": stat(np.array(dE)), "energy_per_atom_eV": stat(np.array(dEa)),
+        "forces_eV_per_A": stat(cat(dF)),
+    }
+    return metrics, {"heat": heat, "bands": bands}
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if len(x) else None
+
+
+def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
+    """hamiltonian_error.png (per-pair MAE heatmaps, meV) and bands.png (periodic samples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    heat = arrays["heat"]
+    labels = metrics["orbital_labels"]
+    keys = sorted(heat)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        sa, sb = k.split()[1].split("-")
+        im = ax.imshow(1e3 * heat[k], cmap="viridis")
+        ax.set_title(k, fontsize=9)
+        ax.set_xticks(range(len(labels[sb])), labels[sb], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels[sa])), labels[sa], fontsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="MAE (meV)")
+    fig.suptitle(f"|H_NN − H_ref| per orbital pair; overall {1e3 * metrics['H_mae_eV']:.3g} meV")
+    fig.tight_layout()
+    files.append(out_dir / "hamiltonian_error.png")
+    fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+    if arrays["bands"]:
+        ref, nn, mu, key = arrays["bands"][0]
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        if ref.shape[0] > 1:  # bands across the stored k-points
+            x, R, M, xlabel = np.arange(ref.shape[0]), ref - mu, nn - mu, "stored k-point index"
+        else:  # Γ-only supercell: the levels at Γ against their index
+            x, R, M, xlabel = np.arange(ref.shape[1]), (ref - mu).T, (nn - mu).T, "state index (Γ)"
+        ax.plot(x, R, "-", color="red", lw=1.2)
+        ax.plot(x, M, "--", color="black", lw=1.0)
+        ax.plot([], [], "-", color="red", label="reference")
+        ax.plot([], [], "--", color="black", label="NNH")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ε − μ_ref (eV)")
+        ax.set_title(f"sample {key}")
+        ax.legend()
+        fig.tight_layout()
+        files.append(out_dir / "bands.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+    return files
+
+
+def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str = "cpu",
+                   keys: list[str] | None = None) -> tuple[dict, list[Path]]:
+    """Load, evaluate, write out_dir/evaluation.json and the PNGs."""
+    model = load_energy_model(model_path, device=device)
+    targets = load_targets(dataset, keys)
+    metrics, arrays = evaluate(model, targets, device)
+    metrics.update(model=str(model_path), dataset=str(dataset))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(metrics, indent=1))
+    return metrics, [out_dir / "evaluation.json", *plot(metrics, arrays, out_dir)]

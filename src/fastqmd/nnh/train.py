@@ -1,0 +1,546 @@
+"""Training an NNH energy model on H, forces, energies (and S): `fastqmd train CONFIG.yaml`.
+
+In:  a fastqmd dataset (H(k), S(k) eV at the stored k-points, E eV, F eV/Å) and a `TrainConfig`.
+Out: in `output/`: model.pt (best-validation EMA weights, `fastqmd.nnh.checkpoint`), checkpoint.pt (resumable),
+     metrics.jsonl (one line per step, one per validation), summary.json (split sizes, test metrics).
+
+Loss per sample s (batch mean; α, β, γ, δ from `LossWeights`):
+
+    L = α·mean_{k,μν} (|H_NN(k) − H_DFT(k)|_μν / σ_c(μν))²  +  β·mean_{i,a} (F_NN − F_DFT)²_ia
+      + γ·((E_NN − E_DFT)/N)²  +  δ·mean_{k,μν} |S_NN(k) − S_DFT(k)|²   (δ: learned S only)
+
+σ_c is the training-set std of the H elements of orbital-pair class c (`fastqmd.nnh.targets`); units: L_H is
+dimensionless, L_F in (eV/Å)², L_E in (eV/atom)². F_NN = −∂E/∂R is differentiated w.r.t. θ (double backward
+through the exact-derivative Mermin free energy).
+Optimisation: AdamW; learning rate = warmup (linear) then cosine decay, or reduce-on-plateau on the validation
+loss; EMA of the weights (used for validation, the model file and evaluation); early stopping on the
+validation loss. Determinism and resume: the split and each epoch's sample order are pure functions of
+(seed, epoch), the global batch is cut from that order, weights are initialised from `seed`; checkpoints
+(every `checkpoint_every` steps, atomic) hold model, optimiser, schedule, EMA, early-stopping and RNG state and
+the metrics-log length, so a run killed with kill -9 and restarted reproduces the uninterrupted run step for
+step (bitwise on CPU with one thread).
+Data parallel: under `torchrun --nproc_per_node P` every rank takes batch[rank::P] of the same global batch and
+DistributedDataParallel (gloo on CPU, nccl on CUDA) averages the gradients: the update equals the 1-process
+update with the same global batch up to floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from fastqmd.config import FrozenModel
+from fastqmd.errors import InputError
+from fastqmd.nnh.checkpoint import CHECKPOINT_FORMAT, atomic_save, load, save_model
+from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig, energy_forces
+from fastqmd.nnh.model import NNHConfig
+from fastqmd.nnh.overlap import OverlapConfig
+from fastqmd.nnh.repulsion import RepulsionConfig
+from fastqmd.nnh.targets import (
+    Target,
+    load_targets,
+    orbital_pair_classes,
+    orbital_pair_scales,
+    reference_energies,
+    temperature_K,
+    valence_electrons,
+)
+
+
+class ModelSpec(FrozenModel):
+    """Network hyperparameters (the basis comes from the dataset)."""
+
+    cutoff: PositiveFloat = 5.0
+    hidden_irreps: str = "32x0e+16x1o+16x1e+8x2e+8x2o+4x3o+4x3e+4x4e"
+    n_layers: PositiveInt = 2
+    lmax: int | None = None
+    n_radial: PositiveInt = 8
+    radial_hidden: PositiveInt = 32
+    n_scalars_embed: PositiveInt = 16
+    avg_num_neighbors: PositiveFloat | None = None  # default: mean neighbour count of the training set
+    overlap: Literal["auto", "exact", "learned"] = "auto"  # auto: exact for PySCF datasets, learned otherwise
+    overlap_cutoff: PositiveFloat | None = None  # default: cutoff
+    repulsion_cutoff: PositiveFloat = 4.0
+    repulsion_many_body: bool = True
+    energy_mode: Literal["mermin", "band"] = "mermin"
+
+
+class LossWeights(FrozenModel):
+    alpha_H: float = Field(1.0, ge=0)
+    beta_F: float = Field(1.0, ge=0)
+    gamma_E: float = Field(0.1, ge=0)
+    delta_S: float = Field(10.0, ge=0)
+    force_ramp_steps: int = Field(0, ge=0)  # β grows linearly from 0 over these steps (H first, then forces)
+
+
+class Split(FrozenModel):
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+
+
+class Schedule(FrozenModel):
+    kind: Literal["cosine", "plateau", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)  # cosine floor
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: PositiveInt = 3  # validations without improvement
+
+
+class TrainConfig(FrozenModel):
+    dataset: Path
+    output: Path
+    model: ModelSpec = ModelSpec()
+    loss: LossWeights = LossWeights()
+    split: Split = Split()
+    schedule: Schedule = Schedule()
+    lr: PositiveFloat = 2e-3
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: PositiveFloat | None = 100.0
+    ema_decay: float = Field(0.99, ge=0, lt=1)  # 0: no EMA
+    batch_size: PositiveInt = 4  # global batch (split over torchrun ranks)
+    max_steps: PositiveInt = 1000
+    eval_every: PositiveInt = 50
+    early_stopping_patience: PositiveInt | None = 20  # validations without improvement
+    checkpoint_every: PositiveInt = 50
+    # learned S: full-batch Adam on L_S alone (≤ 32 samples) first, until L_S < s_pretrain_tol or the step cap
+    s_pretrain_steps: int = Field(2000, ge=0)
+    s_pretrain_tol: PositiveFloat = 1e-7
+    s_pretrain_lr: PositiveFloat = 3e-3
+    dtype: Literal["float32", "float64"] = "float32"
+    device: Literal["cpu", "cuda"] = "cpu"
+    seed: int = 0
+    progress: bool = True
+
+
+# ------------------------------------------------------------------ setup
+
+
+def split_indices(n: int, split: Split) -> tuple[list[int], list[int], list[int]]:
+    """Seeded (train, val, test) index lists; val/test get ⌈fraction·n⌉ when the fraction is > 0."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split.seed)).tolist()
+    n_test = math.ceil(split.test_fraction * n) if split.test_fraction > 0 else 0
+    n_val = math.ceil(split.val_fraction * n) if split.val_fraction > 0 else 0
+    if n - n_test - n_val < 1:
+        raise InputError(f"dataset has {n} samples: nothing left to train on after the val/test split")
+    return sorted(perm[n_test + n_val:]), sorted(perm[n_test:n_test + n_val]), sorted(perm[:n_test])
+
+
+def epoch_order(n_train: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of one epoch: a pure function of (seed, epoch)."""
+    return torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+
+
+def global_batch(step: int, n_train: int, batch_size: int, seed: int) -> list[int]:
+    """Training-set positions of the global batch of `step` (epochs of ⌊n/B⌋ full batches)."""
+    per_epoch = max(1, n_train // batch_size)
+    order = epoch_order(n_train, seed, step // per_epoch)
+    b = step % per_epoch
+    return [order[(b * batch_size + k) % n_train] for k in range(batch_size)]
+
+
+def mean_neighbors(targets: list[Target], cutoff: float, species: list[str], n_orb: dict[str, int]) -> float:
+    from fastqmd.nnh.graph import build_graph
+
+    counts = [build_graph(list(t.frame.symbols), t.positions.numpy(), t.cell.numpy(), t.frame.pbc, cutoff,
+                          species, n_orb).edge_i.numel() / len(t.frame.symbols) for t in targets]
+    return max(1.0, float(np.mean(counts)))
+
+
+def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: dict[str, tuple[int, ...]],
+                        train: list[Target], recorded_valence: dict[str, int] | None = None) -> EnergyModelConfig:
+    """The EnergyModelConfig implied by the training config and the training data (constants fitted here)."""
+    m = cfg.model
+    species = sorted(basis)
+    overlap = m.overlap if m.overlap != "auto" else ("exact" if engine.startswith("pyscf") else "learned")
+    if overlap == "exact" and not engine.startswith("pyscf"):
+        raise InputError(f"overlap 'exact' needs a PySCF dataset (this one is {engine!r})")
+    n_orb = {s: sum(2 * l + 1 for l in basis[s]) for s in species}
+    avg = m.avg_num_neighbors or mean_neighbors(train, m.cutoff, species, n_orb)
+    h = NNHConfig(basis=basis, cutoff=m.cutoff, hidden_irreps=m.hidden_irreps, n_layers=m.n_layers, lmax=m.lmax,
+                  n_radial=m.n_radial, radial_hidden=m.radial_hidden, n_scalars_embed=m.n_scalars_embed,
+                  avg_num_neighbors=avg, dtype=cfg.dtype)
+    s = OverlapConfig(basis=basis, cutoff=m.overlap_cutoff or m.cutoff, n_radial=m.n_radial,
+                      radial_hidden=m.radial_hidden, dtype=cfg.dtype) if overlap == "learned" else None
+    rep = RepulsionConfig(species=tuple(species), cutoff=m.repulsion_cutoff, n_radial=m.n_radial,
+                          many_body=m.repulsion_many_body, dtype=cfg.dtype)
+    T = temperature_K(train)
+    val = valence_electrons(train, species, recorded_valence)
+    eref = reference_energies(train, species, val, T, mode=m.energy_mode)
+    return EnergyModelConfig(h=h, overlap=overlap, s=s, repulsion=rep, energy_mode=m.energy_mode,
+                             electronic_temperature_K=T, valence_electrons=val, reference_energies=eref,
+                             pyscf_basis=settings.get("basis") if overlap == "exact" else None)
+
+
+@torch.no_grad()
+def init_onsite_bias(model: EnergyModel, train: list[Target]) -> None:
+    """Start the on-site heads at the training-set mean on-site block B̄_Z (its invariant 0e channels → biases),
+    so that training starts from the right level energies instead of learning a −20 eV offset first."""
+    layout = model.h.layout
+    for a, s in enumerate(model.species):
+        blocks = []
+        for t in train:
+            off = np.cumsum([0] + [layout.n_orbitals[x] for x in t.frame.symbols])
+            for i, x in enumerate(t.frame.symbols):
+                if x == s:
+                    blocks.append(t.H[0].real[off[i]:off[i + 1], off[i]:off[i + 1]])
+        xbar = layout.to_irreps(torch.stack(blocks).mean(0)[None].to(layout.coupling(a, a).dtype), a, a)[0]
+        lin = model.h.onsite_out[a]
+        for sl, (mul, ir), (_, _, b_idx) in zip(lin.irreps_out.slices(), lin.irreps_out, lin.plan):
+            if b_idx >= 0:
+                lin.biases[b_idx].copy_(xbar[sl].reshape(mul, ir.dim)[:, 0].to(lin.biases[b_idx].dtype))
+
+
+def pretrain_overlap(model: EnergyModel, targets: list[Target], max_steps: int, device, lr: float = 3e-3,
+                     tol: float = 1e-6, check_every: int = 25) -> tuple[float, int, bool]:
+    """Fit the S head alone to min mean |S_θ − S_DFT|² (deterministic full-batch Adam) so that S(k) is positive
+    definite and close to the reference before the energy is ever evaluated with it; stops when L_S < tol and
+    λ_min(S_θ) ≥ ½ λ_min(S_DFT) on every sample (checked every `check_every` steps), else after max_steps.
+    Near-singular reference overlaps (e.g. GFN1 Cu: λ_min(S) ≈ 4e-3) need L_S ≲ 1e-7.
+    Returns (L_S, steps, whether the metric criterion holds)."""
+    from fastqmd.nnh.blocks import to_kspace
+
+    opt = torch.optim.Adam(model.s.parameters(), lr=lr)
+    data = []
+    for t in targets:
+        g = model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(device)
+        data.append((g, t.positions.to(device, model.dtype), t.cell.to(device, model.dtype),
+                     torch.as_tensor(t.frame.kpoints, dtype=model.dtype, device=device), t.S.to(device)))
+    L, step = torch.zeros(()), 0
+    for step in range(1, max_steps + 1):
+        for grp in opt.param_groups:  # cosine decay to lr/100 over the step cap
+            grp["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (step - 1) / max(1, max_steps))))
+        L = sum(((to_kspace(model.s(p, c, g), g, k) - S).abs() ** 2).mean() for g, p, c, k, S in data) / len(data)
+        opt.zero_grad()
+        L.backward()
+        opt.step()
+        if step % check_every == 0 and float(L.detach()) < tol and _keeps_metric(model, data):
+            return float(L.detach()), step, True
+    return float(L.detach()), step, _keeps_metric(model, data)
+
+
+@torch.no_grad()
+def _keeps_metric(model: EnergyModel, data) -> bool:
+    """λ_min(S_θ(k)) ≥ ½ λ_min(S_DFT(k)) for every pretraining sample and k-point."""
+    from fastqmd.nnh.blocks import to_kspace
+
+    for g, p, c, k, S in data:
+        Sm = to_kspace(model.s(p, c, g), g, k)
+        if bool((torch.linalg.eigvalsh(Sm).min(-1).values < 0.5 * torch.linalg.eigvalsh(S).min(-1).values).any()):
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ loss
+
+
+def loss_weights(w: LossWeights, step: int) -> list[float]:
+    """[α, β(step), γ, δ] with β(step) = β·min(1, (step + 1)/force_ramp_steps)."""
+    ramp = min(1.0, (step + 1) / w.force_ramp_steps) if w.force_ramp_steps else 1.0
+    return [w.alpha_H, w.beta_F * ramp, w.gamma_E, w.delta_S]
+
+
+class LossModule(torch.nn.Module):
+    """forward(list of targets) → (batch-mean loss, per-term sums [L_H, L_F, L_E, L_S, n]) — the DDP unit."""
+
+    def __init__(self, model: EnergyModel, weights: LossWeights, scales: torch.Tensor, device: torch.device):
+        super().__init__()
+        self.model = model
+        self.w = weights
+        self.register_buffer("scales", scales.to(device))
+        self.device = device
+
+    def sample_terms(self, t: Target, create_graph: bool) -> torch.Tensor:
+        dev = self.device
+        g = self.model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(dev)
+        pos = t.positions.to(dev).clone().requires_grad_(True)
+        need_f = self.w.beta_F > 0 and t.forces is not None
+        if need_f:
+            parts, F, _ = energy_forces(self.model, t.frame, pos, t.cell.to(dev), g, create_graph=create_graph)
+            LF = ((F - t.forces.to(dev)) ** 2).mean()
+        else:
+            parts = self.model(t.frame, pos, t.cell.to(dev), g)
+            LF = parts.energy.new_zeros(())
+        H_ref = t.H.to(dev)
+        LH = ((parts.H - H_ref).abs() / self.scales[t.hclass.to(dev)]).pow(2).mean()
+        LE = ((parts.energy - t.energy) / len(t.frame.symbols)) ** 2
+        LS = self.overlap_loss(t, g, pos) if self.model.config.overlap == "learned" else LH * 0
+        return torch.stack([LH, LF, LE, LS])
+
+    def overlap_loss(self, t: Target, g, pos: torch.Tensor) -> torch.Tensor:
+        """L_S = mean |S_θ(k) − S_DFT(k)|² — the only loss that trains the S head (s_grad_from_energy False)."""
+        from fastqmd.nnh.blocks import to_kspace
+
+        m = self.model
+        kpts = torch.as_tensor(t.frame.kpoints, dtype=m.dtype, device=self.device)
+        S = to_kspace(m.s(pos.detach().to(m.dtype), t.cell.to(self.device, m.dtype), g), g, kpts)
+        return ((S - t.S.to(self.device)).abs() ** 2).mean().to(torch.float64)
+
+    def forward(self, batch: list[Target], step: int = 0, create_graph: bool = True):
+        terms = torch.stack([self.sample_terms(t, create_graph) for t in batch])  # [B, 4]
+        w = torch.tensor(loss_weights(self.w, step), dtype=terms.dtype, device=terms.device)
+        loss = (terms @ w).mean()
+        return loss, torch.cat([terms.detach().sum(0), terms.new_tensor([len(batch)])])
+
+
+# ------------------------------------------------------------------ schedule, EMA
+
+
+def cosine_lr(step: int, cfg: TrainConfig) -> float:
+    """lr·min(1, (step+1)/warmup) · [r + (1 − r)(1 + cos(π·p))/2], p = progress after warmup, r = min_lr_ratio."""
+    s = cfg.schedule
+    if s.warmup_steps and step < s.warmup_steps:
+        return cfg.lr * (step + 1) / s.warmup_steps
+    p = (step - s.warmup_steps) / max(1, cfg.max_steps - s.warmup_steps)
+    return cfg.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def learning_rate(step: int, cfg: TrainConfig, plateau_scale: float) -> float:
+    if cfg.schedule.kind == "cosine":
+        return cosine_lr(step, cfg)
+    warm = min(1.0, (step + 1) / cfg.schedule.warmup_steps) if cfg.schedule.warmup_steps else 1.0
+    return cfg.lr * warm * (plateau_scale if cfg.schedule.kind == "plateau" else 1.0)
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
+    """θ_ema ← d θ_ema + (1 − d) θ with d = min(decay, (1 + step)/(10 + step)) (float tensors only)."""
+    d = min(decay, (1 + step) / (10 + step))
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            ema[k].mul_(d).add_(v, alpha=1 - d)
+
+
+class swap_weights:
+    """Context: load `state` into `model`, restore the original weights afterwards."""
+
+    def __init__(self, model: torch.nn.Module, state: dict | None):
+        self.model, self.state = model, state
+
+    def __enter__(self):
+        if self.state:
+            self.saved = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.state)
+
+    def __exit__(self, *exc):
+        if self.state:
+            self.model.load_state_dict(self.saved)
+
+
+# ------------------------------------------------------------------ validation
+
+
+def validate(lm: LossModule, targets: list[Target], weights: LossWeights) -> dict[str, float]:
+    """Mean loss terms, weighted loss and H/F/E MAEs over `targets` (no parameter graph)."""
+    if not targets:
+        return {}
+    sums = torch.zeros(5, dtype=torch.float64)
+    mae_h, mae_f, mae_e = [], [], []
+    for t in targets:
+        terms = lm.sample_terms(t, create_graph=False).detach().cpu().to(torch.float64)
+        sums[:4] += terms
+        sums[4] += 1
+        with torch.enable_grad():
+            g = lm.model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(lm.device)
+            parts, F, _ = energy_forces(lm.model, t.frame, t.positions.to(lm.device).clone(), t.cell.to(lm.device), g)
+        mae_h.append(float((parts.H.detach().cpu() - t.H).abs().mean()))
+        if t.forces is not None:
+            mae_f.append(float((F.detach().cpu() - t.forces).abs().mean()))
+        mae_e.append(abs(float(parts.energy.detach()) - t.energy) / len(t.frame.symbols))
+    m = (sums[:4] / sums[4]).tolist()
+    w = [weights.alpha_H, weights.beta_F, weights.gamma_E, weights.delta_S]
+    return {"loss": sum(a * b for a, b in zip(m, w)), "L_H": m[0], "L_F": m[1], "L_E": m[2], "L_S": m[3],
+            "H_mae_eV": float(np.mean(mae_h)), "F_mae_eV_A": float(np.mean(mae_f)) if mae_f else float("nan"),
+            "E_mae_eV_atom": float(np.mean(mae_e))}
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _dist(device: str) -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun (WORLD_SIZE > 1): gloo on CPU, nccl
+    on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
+    if world > 1:
+        return torch.distributed.get_rank(), world
+    return 0, 1
+
+
+def config_json(cfg: TrainConfig) -> str:
+    d = json.loads(cfg.model_dump_json())
+    d.pop("progress")
+    d.pop("max_steps")  # a run may be extended
+    return json.dumps(d, sort_keys=True)
+
+
+def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or resume) the run of `cfg`; returns the summary dict (also written to output/summary.json).
+    `stop_after`: return after this many total steps without finishing (tests, benchmarks)."""
+    from fastqmd.data.store import Dataset
+
+    if cfg.model.energy_mode == "band" and cfg.loss.beta_F > 0:
+        raise InputError("energy_mode 'band' (E = Σ f ε) has no second derivative, so it cannot be trained with a "
+                         "force loss; use energy_mode 'mermin' or loss.beta_F: 0")
+    rank, world = _dist(cfg.device)
+    if cfg.batch_size % world:
+        raise InputError(f"batch_size {cfg.batch_size} must be a multiple of the number of processes {world}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but CUDA is not available")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device == "cuda" else "cpu")
+    out = Path(cfg.output)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    ds = Dataset(cfg.dataset)
+    engine, settings, basis = ds.header.engine, ds.header.settings, ds.basis.shells
+    recorded_valence = ds.valence_electrons
+    ds.close()
+    targets = load_targets(cfg.dataset)
+    i_train, i_val, i_test = split_indices(len(targets), cfg.split)
+    train_t = [targets[i] for i in i_train]
+    val_t, test_t = [targets[i] for i in i_val], [targets[i] for i in i_test]
+
+    ecfg = build_energy_config(cfg, engine, settings, basis, train_t, recorded_valence)
+    torch.manual_seed(cfg.seed)
+    try:
+        model = EnergyModel(ecfg).to(device)
+    except ValueError as exc:  # e.g. hidden_irreps that cannot build the dataset's orbital blocks
+        raise InputError(f"model: {exc}") from None
+    if ecfg.overlap == "learned":
+        for s in model.species:
+            t = next(t for t in train_t if s in t.frame.symbols)
+            a = t.frame.symbols.index(s)
+            off = np.cumsum([0] + [model.h.layout.n_orbitals[x] for x in t.frame.symbols])
+            model.s.set_onsite_from_block(s, t.S[0].real[off[a]:off[a + 1], off[a]:off[a + 1]].numpy())
+    init_onsite_bias(model, train_t)
+    resuming = (out / "checkpoint.pt").exists() and not overwrite
+    if ecfg.overlap == "learned" and not resuming:  # (a resumed run loads the trained S head)
+        ls, n, ok = pretrain_overlap(model, train_t[:32], cfg.s_pretrain_steps, device, cfg.s_pretrain_lr,
+                                     cfg.s_pretrain_tol)
+        if not ok and rank == 0:
+            import warnings
+
+            warnings.warn(f"S pretraining ended after {n} steps with L_S = {ls:.2e} and a learned S that may not be "
+                          "positive definite: raise s_pretrain_steps, model.radial_hidden or model.overlap_cutoff",
+                          stacklevel=1)
+    n_cls = orbital_pair_classes(targets, model.species, model.h.layout.n_orbitals)
+    scales = orbital_pair_scales(train_t, n_cls)
+    model.s_grad_from_energy = False
+    lm = LossModule(model, cfg.loss, scales, device)
+    net = torch.nn.parallel.DistributedDataParallel(lm, find_unused_parameters=True) if world > 1 else lm
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay > 0 else None
+
+    st = {"step": 0, "plateau_scale": 1.0, "plateau_best": float("inf"), "plateau_bad": 0, "best_val": float("inf"),
+          "bad_evals": 0, "stopped_early": False, "log_bytes": 0}
+    ckpt, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
+    cj, ej = config_json(cfg), ecfg.model_dump_json()
+    if resuming:
+        c = load(ckpt)
+        if c.get("train_config") != cj:
+            raise InputError(f"{ckpt} belongs to a different training config; use --overwrite to start afresh")
+        model.load_state_dict(c["state"])
+        opt.load_state_dict(c["optimizer"])
+        ema = c.get("ema") or ema
+        st.update(c["progress"])
+        torch.set_rng_state(c["rng"])
+        resumed = st["step"]
+    else:
+        resumed = None
+        if rank == 0 and log_path.exists():
+            log_path.unlink()
+    if rank == 0:
+        with open(log_path, "a+b") as fh:
+            fh.truncate(st["log_bytes"])
+
+    def checkpoint():
+        if rank != 0:
+            return
+        st["log_bytes"] = log_path.stat().st_size if log_path.exists() else 0
+        atomic_save({"format": CHECKPOINT_FORMAT, "version": 1, "config": ej, "train_config": cj,
+                     "state": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema or {},
+                     "progress": dict(st), "rng": torch.get_rng_state()}, ckpt)
+
+    def log(rec: dict):
+        if rank == 0:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=not (cfg.progress and rank == 0))
+    task = prog.add_task("train", total=cfg.max_steps, completed=st["step"], info="")
+    end = min(cfg.max_steps, stop_after) if stop_after else cfg.max_steps
+    t0 = time.perf_counter()
+    with prog:
+        while st["step"] < end and not st["stopped_early"]:
+            step = st["step"]
+            lr = learning_rate(step, cfg, st["plateau_scale"])
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = global_batch(step, len(train_t), cfg.batch_size, cfg.seed)[rank::world]
+            opt.zero_grad(set_to_none=True)
+            loss, sums = net([train_t[i] for i in batch], step)
+            loss.backward()
+            if world > 1:
+                torch.distributed.all_reduce(sums)
+            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
+            opt.step()
+            if ema is not None:
+                ema_update(ema, model, cfg.ema_decay, step)
+            m = (sums[:4] / sums[4]).tolist()
+            w = loss_weights(cfg.loss, step)
+            rec = {"step": step + 1, "lr": lr, "loss": sum(a * b for a, b in zip(m, w)), "L_H": m[0], "L_F": m[1],
+                   "L_E": m[2], "L_S": m[3], "grad_norm": gnorm}
+            log(rec)
+            st["step"] = step + 1
+            if val_t and (st["step"] % cfg.eval_every == 0 or st["step"] == cfg.max_steps):
+                _validate_step(lm, val_t, cfg, ema, st, out, model, log, rank)
+            if st["step"] % cfg.checkpoint_every == 0 or st["step"] == end:
+                checkpoint()
+            prog.update(task, completed=st["step"], info=f"loss {rec['loss']:.3e}  lr {lr:.2e}")
+    wall = time.perf_counter() - t0
+    if world > 1:
+        torch.distributed.barrier()
+    summary = {"steps": st["step"], "resumed_from": resumed, "stopped_early": st["stopped_early"],
+               "wall_time_s": wall, "world_size": world, "split": {"train": len(train_t), "val": len(val_t),
+                                                                  "test": len(test_t)}}
+    if rank == 0 and (st["step"] >= cfg.max_steps or st["stopped_early"]):
+        if not (out / "model.pt").exists() or not val_t:
+            save_model(model, out / "model.pt", ema)
+        with swap_weights(model, ema):
+            summary["test"] = validate(lm, test_t, cfg.loss) if test_t else {}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _validate_step(lm, val_t, cfg, ema, st, out, model, log, rank) -> None:
+    """Validation with EMA weights; best model file; plateau schedule; early stopping."""
+    with swap_weights(model, ema):
+        v = validate(lm, val_t, cfg.loss)
+        if v["loss"] < st["best_val"]:
+            st["best_val"], st["bad_evals"] = v["loss"], 0
+            if rank == 0:
+                save_model(model, out / "model.pt")
+        else:
+            st["bad_evals"] += 1
+    log({"step": st["step"], "val": v})
+    if v["loss"] < st["plateau_best"]:
+        st["plateau_best"], st["plateau_bad"] = v["loss"], 0
+    else:
+        st["plateau_bad"] += 1
+        if st["plateau_bad"] >= cfg.schedule.plateau_patience:
+            st["plateau_scale"] *= cfg.schedule.plateau_factor
+            st["plateau_bad"] = 0
+    if cfg.early_stopping_patience and st["bad_evals"] >= cfg.early_stopping_patience:
+        st["stopped_early"] = True

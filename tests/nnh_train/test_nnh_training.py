@@ -1,0 +1,119 @@
+"""Training: a tiny model overfits 8 water samples; kill -9 + resume reproduces the uninterrupted run step for
+step; torchrun with 2 gloo processes equals 1 process with the same global batch; CLI errors are one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnh_train_helpers import TINY_MODEL, write_config
+
+PY = sys.executable
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# Overfit thresholds after 180 steps on 8 samples (tiny model, ~1.5k parameters):
+H_REDUCTION = 0.05  # L_H (per-orbital-pair normalised MSE) ≤ 5 % of its first-step value
+F_REL = 0.02  # L_F ≤ 2 % of mean |F_ref|² (RMS force error ≤ 14 % of the RMS reference force)
+DDP_RTOL = 1e-9  # 2 vs 1 process: only the summation order of the gradient average differs (float64)
+
+
+def test_overfit_drives_hamiltonian_and_force_losses_near_zero(overfit_run, water_h5):
+    from fastqmd.nnh.targets import load_targets
+
+    cfg, summary, lines = overfit_run
+    assert summary["steps"] == cfg.max_steps
+    f2 = float(np.mean([float((t.forces ** 2).mean()) for t in load_targets(water_h5)]))
+    last = lines[-10:]  # mean over the last 10 steps (each a batch of 4 of the 8 samples)
+    LH = np.mean([r["L_H"] for r in last])
+    LF = np.mean([r["L_F"] for r in last])
+    assert LH <= H_REDUCTION * lines[0]["L_H"], (LH, lines[0]["L_H"])
+    assert LF <= F_REL * f2, (LF, f2)
+    assert (Path(cfg.output) / "model.pt").is_file()
+
+
+def resume_config(tmp_path, water_h5, out, **kw):
+    base = dict(dataset=str(water_h5), output=str(out), model=TINY_MODEL,
+                split=dict(val_fraction=0.25, test_fraction=0),
+                loss=dict(force_ramp_steps=5), schedule=dict(kind="plateau", warmup_steps=2, plateau_patience=1),
+                lr=5e-3, max_steps=16, batch_size=2, ema_decay=0.9, eval_every=4, checkpoint_every=4,
+                dtype="float64", progress=False, s_pretrain_steps=50, seed=3)
+    base.update(kw)
+    return write_config(tmp_path / f"{Path(out).name}.yaml", **base)
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([PY, "-m", "fastqmd.cli", *args], env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_kill9_resume_reproduces_uninterrupted_run(tmp_path, water_h5):
+    ref = resume_config(tmp_path, water_h5, tmp_path / "ref")
+    r = run_cli("train", str(ref))
+    assert r.returncode == 0, r.stderr
+    killed = resume_config(tmp_path, water_h5, tmp_path / "killed")
+    p = subprocess.Popen([PY, "-m", "fastqmd.cli", "train", str(killed)], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    log = tmp_path / "killed" / "metrics.jsonl"
+    t0 = time.time()
+    while time.time() - t0 < 240:  # kill mid-run: after the step-8 checkpoint, before the end
+        n = len(log.read_text().splitlines()) if log.exists() else 0
+        if n >= 11 or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "training finished before it could be killed"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    r = run_cli("train", str(killed))
+    assert r.returncode == 0, r.stderr
+    assert "resumed at step" in r.stdout
+    a = (tmp_path / "ref" / "metrics.jsonl").read_text()
+    b = (tmp_path / "killed" / "metrics.jsonl").read_text()
+    assert a == b  # every step's losses, lr, grad norm and every validation, bit for bit
+    for name in ("model.pt", "checkpoint.pt"):
+        sa = torch.load(tmp_path / "ref" / name, weights_only=True)
+        sb = torch.load(tmp_path / "killed" / name, weights_only=True)
+        for k, v in sa["state"].items():
+            assert torch.equal(v, sb["state"][k]), (name, k)
+
+
+def test_torchrun_two_processes_equals_one(tmp_path, water_h5):
+    kw = dict(split=dict(val_fraction=0, test_fraction=0), max_steps=4, batch_size=4, ema_decay=0.0,
+              checkpoint_every=100, s_pretrain_steps=20)
+    one = resume_config(tmp_path, water_h5, tmp_path / "one", **kw)
+    two = resume_config(tmp_path, water_h5, tmp_path / "two", **kw)
+    r = run_cli("train", str(one))
+    assert r.returncode == 0, r.stderr
+    torchrun = str(Path(PY).with_name("torchrun"))
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fastqmd.cli", "train", str(two)],
+                       env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+    la = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(la) == len(lb) == 4
+    for x, y in zip(la, lb):
+        for k in ("loss", "L_H", "L_F", "L_E", "L_S", "grad_norm"):
+            assert x[k] == pytest.approx(y[k], rel=DDP_RTOL, abs=1e-14), (k, x[k], y[k])
+    sa = torch.load(tmp_path / "one" / "model.pt", weights_only=True)["state"]
+    sb = torch.load(tmp_path / "two" / "model.pt", weights_only=True)["state"]
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], rtol=DDP_RTOL, atol=1e-12), k
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "missing_dataset", "bad_model_file"])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, water_h5, case):
+    if case == "unknown_key":
+        r = run_cli("train", str(write_config(tmp_path / "c.yaml", dataset=str(water_h5), output="x", lr_typo=1)))
+    elif case == "missing_dataset":
+        r = run_cli("train", str(write_config(tmp_path / "c.yaml", dataset=str(tmp_path / "nope.h5"), output="x")))
+    else:
+        (tmp_path / "m.pt").write_bytes(b"not a model")
+        r = run_cli("evaluate", str(tmp_path / "m.pt"), str(water_h5))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:"), r.stderr
