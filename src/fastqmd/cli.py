@@ -1,0 +1,58 @@
+"""The `fastqmd` command line: a thin typer layer that parses arguments/configs and calls library code.
+
+Each subsystem contributes its commands through a `register(app)` function in its `commands` module; the
+list below names the ones that exist. Errors of the user's making (`InputError`, invalid configs, unreadable
+files) end as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="fastqmd",
+    help="Quantum-accurate molecular dynamics at surrogate speed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# subsystem command modules, each exposing register(app: typer.Typer) -> None
+COMMAND_MODULES = [
+    "fastqmd.data.commands",
+    "fastqmd.md.commands",
+    "fastqmd.analysis.commands",
+    "fastqmd.dft.commands",
+    "fastqmd.nnh.commands",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with code 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(2)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    from pydantic import ValidationError
+
+    from fastqmd.errors import InputError
+
+    try:
+        app()
+    except InputError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        from fastqmd.config import format_validation_error
+
+        fail(format_validation_error(exc))
+
+
+if __name__ == "__main__":
+    main()
