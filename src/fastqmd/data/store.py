@@ -9,7 +9,6 @@ atom-pair block of a 216-atom Hamiltonian reads a few chunks, never the dense ma
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +17,7 @@ import h5py
 import numpy as np
 
 from fastqmd import __version__
+from fastqmd.atomic import replace_durably
 from fastqmd.data.schema import FORMAT_NAME, SAMPLES, SCHEMA_VERSION, TILE, sample_key
 from fastqmd.errors import InputError
 from fastqmd.reference.base import BasisSpec, Sample
@@ -142,17 +142,7 @@ def atomic_write(path: Path, fill) -> None:
         tmp.unlink()
     with h5py.File(tmp, "w") as f:
         fill(f)
-    fsync_path(tmp)
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_durably(tmp, path)
 
 
 # ---------------------------------------------------------------- reading

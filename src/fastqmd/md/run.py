@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from fastqmd.atomic import atomic_torch_save
 from fastqmd.errors import InputError
 from fastqmd.md.config import MDConfig, build_integrator, build_potential
 from fastqmd.md.state import (
@@ -32,6 +32,8 @@ from fastqmd.md.state import (
     init_state,
     masses_of,
     maxwell_boltzmann,
+    state_from_dict,
+    state_to_dict,
     temperature,
 )
 from fastqmd.md.trajectory import THERMO_HEADER, AppendFile, frame_text, state_to_atoms, thermo_row, truncate_file
@@ -119,26 +121,17 @@ def check_state(state: MDState, cfg: MDConfig, check_distance: bool) -> str | No
 
 
 def save_checkpoint(path: Path, state: MDState, traj_bytes: int, log_bytes: int, chash: str) -> None:
-    """Atomic: write temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save({"state": state, "traj_bytes": traj_bytes, "log_bytes": log_bytes, "config_hash": chash}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Atomic (temp file, fsync, rename), and loadable with torch.load(weights_only=True)."""
+    atomic_torch_save({"state": state_to_dict(state), "traj_bytes": traj_bytes, "log_bytes": log_bytes,
+                       "config_hash": chash}, path)
 
 
 def load_checkpoint(path: Path, device: str) -> dict:
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
+        ck = torch.load(path, map_location=device, weights_only=True)
+        ck["state"] = state_from_dict(_fresh(ck["state"]))
     except Exception as exc:  # a foreign or corrupt file
         raise InputError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
-    ck["state"] = _fresh(ck["state"])
     return ck
 
 

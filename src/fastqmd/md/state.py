@@ -47,6 +47,44 @@ class MDState:
         return dataclasses.replace(self, **kw)
 
 
+def _pack(obj: Any) -> Any:
+    """Plain containers of tensors and Python scalars only (torch.load weights_only=True); numpy arrays are
+    wrapped as {"__ndarray__": tensor} so that they come back as numpy."""
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(obj.copy())}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _pack(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return type(obj)(_pack(v) for v in obj)
+    return obj
+
+
+def _unpack(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__ndarray__"}:
+            return obj["__ndarray__"].numpy()
+        return {k: _unpack(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return type(obj)(_unpack(v) for v in obj)
+    return obj
+
+
+def state_to_dict(state: MDState) -> dict[str, Any]:
+    """MDState → nested dict of tensors/scalars (a weights_only-loadable checkpoint payload)."""
+    s = state.system
+    d = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "system"}
+    d["system"] = {"positions": s.positions, "cell": s.cell, "pbc": s.pbc, "numbers": s.numbers}
+    return _pack(d)
+
+
+def state_from_dict(d: dict[str, Any]) -> MDState:
+    """Inverse of `state_to_dict`."""
+    d = _unpack(dict(d))
+    return MDState(system=System(**d.pop("system")), **d)
+
+
 def degrees_of_freedom(n_atoms: int, n_fixed: int, momentum_conserved: bool) -> int:
     """g = 3 N_free − 3 when total momentum is conserved (and zeroed), else 3 N_free."""
     g = 3 * (n_atoms - n_fixed) - (3 if momentum_conserved and n_fixed == 0 else 0)

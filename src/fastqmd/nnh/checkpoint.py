@@ -12,10 +12,11 @@ A training checkpoint (`checkpoint.pt`) holds the same plus optimizer, schedule,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from fastqmd.atomic import atomic_torch_save
 
 from fastqmd.errors import InputError
 from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig
@@ -26,18 +27,7 @@ CHECKPOINT_FORMAT = "fastqmd-nnh-checkpoint"
 
 def atomic_save(obj: dict, path: Path) -> None:
     """torch.save to path.tmp, fsync, rename over path, fsync the directory."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_torch_save(obj, path)
 
 
 def load(path: Path, map_location="cpu") -> dict:
