@@ -16,28 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from ase import Atoms
 
 HERE = Path(__file__).resolve().parent
-WATER = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
 
 
 def make_dataset(path: Path, n: int, seed: int = 0, rattle: float = 0.06) -> float:
-    from fastqmd.data.store import Header, atomic_write, write_header, write_sample
-    from fastqmd.reference.xtb import TBLiteEngine
+    from fastqmd.testing import make_water_dataset
 
     t0 = time.perf_counter()
-    eng = TBLiteEngine(method="GFN2-xTB", electronic_temperature_K=300.0)
-    rng = np.random.default_rng(seed)
-    samples = [eng.compute(Atoms("OHH", positions=WATER + rattle * rng.normal(size=(3, 3)))) for _ in range(n)]
-
-    def fill(f):
-        write_header(f, Header(eng.name, eng.settings))
-        for i, s in enumerate(samples):
-            write_sample(f, i, s, "bench-water", 0.9)
-
-    atomic_write(path, fill)
+    make_water_dataset(path, n, seed, rattle, source="bench-water")
     return time.perf_counter() - t0
 
 
