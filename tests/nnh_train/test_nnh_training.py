@@ -18,7 +18,11 @@ from nnh_train_helpers import TINY_MODEL, write_config
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 # Overfit thresholds after 180 steps on 8 samples (tiny model, ~1.5k parameters):
-H_REDUCTION = 0.05  # L_H (per-orbital-pair normalised MSE) ≤ 5 % of its first-step value
+# L_H is the per-orbital-pair normalised MSE (1 ≈ predicting each element's training mean). Training starts
+# from the fitted two-centre baseline (measured first step 0.46, after 180 steps 0.13; before the baseline
+# and output scaling it went 11.6 → 0.58), so require both an absolute level and a real reduction.
+H_MAX = 0.2
+H_REDUCTION = 0.5
 F_REL = 0.02  # L_F ≤ 2 % of mean |F_ref|² (RMS force error ≤ 14 % of the RMS reference force)
 DDP_RTOL = 1e-9  # 2 vs 1 process: only the summation order of the gradient average differs (float64)
 
@@ -32,7 +36,7 @@ def test_overfit_drives_hamiltonian_and_force_losses_near_zero(overfit_run, wate
     last = lines[-10:]  # mean over the last 10 steps (each a batch of 4 of the 8 samples)
     LH = np.mean([r["L_H"] for r in last])
     LF = np.mean([r["L_F"] for r in last])
-    assert LH <= H_REDUCTION * lines[0]["L_H"], (LH, lines[0]["L_H"])
+    assert LH <= H_MAX and LH <= H_REDUCTION * lines[0]["L_H"], (LH, lines[0]["L_H"])
     assert LF <= F_REL * f2, (LF, f2)
     assert (Path(cfg.output) / "model.pt").is_file()
 

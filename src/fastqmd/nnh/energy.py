@@ -9,9 +9,11 @@ Out: `EnergyParts`: E (eV, float64 0-d), Ω, E_rep, H(k) [nk, nao, nao] eV and S
 at the reference's electronic temperature T (kT = k_B T) and electron count N_e = Σ_i v_{Z_i} (valence
 electrons per element, derived from the training data by `fastqmd.nnh.targets.valence_electrons`); e_Z are
 per-element reference energies fitted by least squares on the training set (constants: no force). S is the
-exact PySCF overlap (`PySCFOverlap`, exact dS/dR; PySCF datasets) or the learned two-centre head (tblite).
-The H network, S head and E_rep share one graph built at the largest of their cutoffs (+ an optional skin):
-every term is multiplied by its polynomial envelope, so edges beyond a term's own cutoff add exactly zero.
+exact PySCF overlap (`PySCFOverlap`, exact dS/dR; PySCF datasets), tblite's exact overlap from radial tables
+(`TabulatedOverlap`, overlap "table"; tblite datasets) or the learned two-centre head ("learned").
+The H network, learned S head and E_rep share one graph built at the largest of their cutoffs (+ an optional
+skin): every term is multiplied by its polynomial envelope, so edges beyond a term's own cutoff add exactly zero.
+The tabulated S reaches much further (Cu GFN1: 14.5 Å) and gets its own graph (`TabulatedOverlap.cached_graph`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor
 
 from fastqmd.config import FrozenModel
 from fastqmd.electronic import free_energy
+from fastqmd.electronic.tblite_overlap import TableConfig, TabulatedOverlap
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.graph import Graph, build_graph
 from fastqmd.nnh.model import NNHConfig, NNHModel
@@ -37,8 +40,9 @@ class EnergyModelConfig(FrozenModel):
     """Everything needed to rebuild an `EnergyModel` (stored as JSON in every checkpoint)."""
 
     h: NNHConfig
-    overlap: Literal["exact", "learned"]
+    overlap: Literal["exact", "learned", "table"]
     s: OverlapConfig | None = None  # required when overlap == "learned"
+    table: TableConfig | None = None  # required when overlap == "table"
     repulsion: RepulsionConfig
     energy_mode: Literal["mermin", "band"] = "mermin"
     electronic_temperature_K: float
@@ -68,7 +72,7 @@ class EnergyParts:
 
 
 class EnergyModel(torch.nn.Module):
-    """H network + (learned S head | exact PySCF S) + E_rep + per-element reference energies."""
+    """H network + (learned S head | exact PySCF S | tabulated tblite S) + E_rep + per-element reference energies."""
 
     def __init__(self, config: EnergyModelConfig):
         super().__init__()
@@ -79,6 +83,10 @@ class EnergyModel(torch.nn.Module):
             if config.s is None:
                 raise ValueError("overlap 'learned' needs an OverlapConfig `s`")
             self.s = TwoCentreOverlap(config.s)
+        elif config.overlap == "table":
+            if config.table is None:
+                raise ValueError("overlap 'table' needs a TableConfig `table`")
+            self.s = TabulatedOverlap(config.table)
         elif config.pyscf_basis is None:
             raise ValueError("overlap 'exact' needs `pyscf_basis`")
         self.rep = Repulsion(config.repulsion)
@@ -133,9 +141,17 @@ class EnergyModel(torch.nn.Module):
             self._exact_cache[key] = op
         return op
 
-    def overlap(self, frame: Frame, p: Tensor, c: Tensor, positions: Tensor, graph: Graph, kpts: Tensor) -> Tensor:
-        """S(k) [nk, nao, nao] (float64/complex128): learned head, or exact PySCF (gradient to positions only)."""
-        if self.config.overlap == "learned":
+    def overlap(self, frame: Frame, p: Tensor, c: Tensor, positions: Tensor, graph: Graph, kpts: Tensor,
+                cell: Tensor | None = None) -> Tensor:
+        """S(k) [nk, nao, nao] (float64/complex128): learned head, tabulated tblite S (float64, on its own graph),
+        or exact PySCF (gradient to positions only)."""
+        if self.config.overlap == "table":
+            cell = c if cell is None else cell
+            sg = self.s.cached_graph(frame.symbols, positions.detach().cpu().numpy(), cell.detach().cpu().numpy(),
+                                     frame.pbc, positions.device)
+            k64 = torch.as_tensor(frame.kpoints, dtype=torch.float64, device=positions.device)
+            S = to_kspace(self.s(positions.to(torch.float64), cell.to(torch.float64), sg), sg, k64)
+        elif self.config.overlap == "learned":
             if self.s_grad_from_energy:
                 blocks = self.s(p, c, graph)
             else:
@@ -158,7 +174,7 @@ class EnergyModel(torch.nn.Module):
         kw = torch.as_tensor(frame.kweights, dtype=torch.float64, device=positions.device)
         H = to_kspace(self.h(p, c, graph), graph, kpts.to(dt))
         H = H.to(torch.complex128 if H.is_complex() else torch.float64)
-        S = self.overlap(frame, p, c, positions, graph, kpts.to(dt))
+        S = self.overlap(frame, p, c, positions, graph, kpts.to(dt), cell)
         if S.is_complex() and not H.is_complex():
             H = H.to(torch.complex128)
         omega = free_energy(H, S, kw, n_electrons=self.n_electrons(frame.symbols), kT=self.kT,
@@ -173,10 +189,10 @@ def energy_forces(model: EnergyModel, frame: Frame, positions: Tensor, cell: Ten
     """(EnergyParts, F = −∂E/∂R [N, 3] eV/Å, stress [3, 3] eV/Å³ or None) — the one place forces come from.
 
     Stress σ = (1/V) ∂E/∂ε at ε = 0 for the homogeneous strain R → R(1+ε), cell → cell(1+ε):
-    σ = (Rᵀ ∂E/∂R + cellᵀ ∂E/∂cell)/V (symmetrised). Needs a cell-differentiable S (learned head).
+    σ = (Rᵀ ∂E/∂R + cellᵀ ∂E/∂cell)/V (symmetrised). Needs a cell-differentiable S (learned head or table).
     """
     positions = positions if positions.requires_grad else positions.detach().requires_grad_(True)
-    want_cell = stress and model.config.overlap == "learned"
+    want_cell = stress and model.config.overlap in ("learned", "table")
     if want_cell:
         cell = cell.detach().requires_grad_(True)
     parts = model(frame, positions, cell, graph)

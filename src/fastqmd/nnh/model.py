@@ -10,10 +10,11 @@ Network (O(3)-equivariant; e3nn irreps, harmonics and 3j symbols, lean layers of
   Y^l(r̂_ij), l ≤ l_max (e3nn basis);   interaction t = 1..T (NequIP-like gated convolution):
       m_i = (1/⟨n⟩) Σ_j TP_uvu( Lin(h_j), Y(r̂_ij); w = u(d)·MLP(b(d)) ),
       h_i ← Gate( Lin(m_i) + Lin_{Z_i}(h_i) ) (+ h_i when shapes match);
-  on-site:  x_i = Lin_{Z_i}(h_i) (with scalar biases)                 → B_ii = C_{Z_i Z_i} x_i, (B + Bᵀ)/2;
+  on-site:  x_i = μ_Z + σ_Z ⊙ Lin_{Z_i}(h_i) (scalar biases)         → B_ii = C_{Z_i Z_i} x_i, (B + Bᵀ)/2;
   off-site: e_ij = Gate(Lin(TP_uvu(Lin_a h_i + Lin_b h_j, Y(r̂_ij); w = u·MLP(b, s_i, s_j)))),
-            x_ij = u(d) Lin_{Z_i Z_j}(e_ij)               → B_ij = C_{Z_i Z_j} x_ij, (B_ij(R) + B_ji(−R)ᵀ)/2,
-with C the Wigner–Eckart couplings of `fastqmd.nnh.irreps` (orthogonal, into the fastqmd convention).
+            x_ij = x⁰_ij(r_ij) + σ_{Z_i Z_j} ⊙ u(d) Lin_{Z_i Z_j}(e_ij) → B_ij = C x_ij, (B_ij(R) + B_ji(−R)ᵀ)/2,
+with x⁰ a fitted two-centre (Slater–Koster) baseline, μ, σ per output irrep training-set statistics of the
+residuals (`set_output_statistics`, `fastqmd.nnh.targets.irrep_statistics`), and C the Wigner–Eckart couplings of `fastqmd.nnh.irreps` (orthogonal, into the fastqmd convention).
 Loops run over species and species pairs only. float32 or float64; constants are built in float64 first so
 that float64 models are equivariant to ~1e-14.
 """
@@ -30,7 +31,7 @@ from pydantic import field_validator
 from torch import Tensor
 
 from fastqmd.config import FrozenModel
-from fastqmd.nnh.blocks import Blocks, BlockLayout, symmetrize_offsite, symmetrize_onsite
+from fastqmd.nnh.blocks import BlockLayout, Blocks, symmetrize_offsite, symmetrize_onsite
 from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
 from fastqmd.nnh.layers import Gate, IrrepsLinear, UVUTensorProduct
 
@@ -89,6 +90,22 @@ def polynomial_envelope(d: Tensor, cutoff: float, p: int = 6) -> Tensor:
     x = d / cutoff
     u = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
     return torch.where(x < 1, u, torch.zeros_like(u))
+
+
+def two_centre_channels(irreps: o3.Irreps) -> tuple[list[int], list[int], list[int]]:
+    """For the (mul-1) irreps of a block: positions of the channels a single vector can build ((−1)^L = parity),
+    the matching indices into the concatenated Y_0..Y_lmax (offset L²), and each one's path (channel) index."""
+    pos, yidx, path = [], [], []
+    k, n = 0, 0
+    for mul, ir in irreps:
+        assert mul == 1
+        if ir.p == (-1) ** ir.l:
+            pos += range(k, k + ir.dim)
+            yidx += range(ir.l**2, ir.l**2 + ir.dim)
+            path += [n] * ir.dim
+            n += 1
+        k += ir.dim
+    return pos, yidx, path
 
 
 def mlp(sizes: list[int]) -> torch.nn.Sequential:
@@ -163,7 +180,47 @@ class NNHModel(torch.nn.Module):
             self.offsite_out = torch.nn.ModuleList(
                 torch.nn.ModuleList(IrrepsLinear(hidden, self.layout.irreps[(a, b)]) for b in range(ns))
                 for a in range(ns))
+            for a in range(ns):  # output statistics (identity/zero until `set_output_statistics`)
+                self.register_buffer(f"onsite_shift_{a}", torch.zeros(self.layout.irreps[(a, a)].dim))
+                self.register_buffer(f"onsite_scale_{a}", torch.ones(self.layout.irreps[(a, a)].dim))
+                for b in range(ns):
+                    self.register_buffer(f"offsite_scale_{a}_{b}", torch.ones(self.layout.irreps[(a, b)].dim))
+                    pos, yidx, path = two_centre_channels(self.layout.irreps[(a, b)])
+                    self.register_buffer(f"sk_pos_{a}_{b}", torch.tensor(pos, dtype=torch.long))
+                    self.register_buffer(f"sk_yidx_{a}_{b}", torch.tensor(yidx, dtype=torch.long))
+                    self.register_buffer(f"sk_path_{a}_{b}", torch.tensor(path, dtype=torch.long))
+                    self.register_buffer(f"sk_coef_{a}_{b}", torch.zeros(config.n_radial, max(path, default=-1) + 1))
         self.to(_DTYPES[config.dtype])
+
+    def two_centre_baseline(self, a: int, b: int, Y: Tensor, radial: Tensor) -> Tensor:
+        """x⁰_ij = Σ_paths g_p(d) Y_L(r̂) on the channels a pair vector can build ((−1)^L = parity), 0 elsewhere:
+        g_p(d) = Σ_n c_np b_n(d) u(d) — the Slater–Koster (two-centre) part of the block, fitted to the training
+        set by linear least squares (`fastqmd.nnh.targets.two_centre_fit`). Y, radial = b·u: [E_ab, ·]."""
+        pos = getattr(self, f"sk_pos_{a}_{b}")
+        x = Y.new_zeros(Y.shape[0], self.layout.irreps[(a, b)].dim)
+        if pos.numel() == 0:
+            return x
+        g = radial @ getattr(self, f"sk_coef_{a}_{b}")  # [E, paths]
+        vals = Y[:, getattr(self, f"sk_yidx_{a}_{b}")] * g[:, getattr(self, f"sk_path_{a}_{b}")]
+        return x.index_copy(1, pos, vals)
+
+    @torch.no_grad()
+    def set_output_statistics(self, onsite_shift: dict[int, Tensor], onsite_scale: dict[int, Tensor],
+                              offsite_scale: dict[tuple[int, int], Tensor],
+                              offsite_sk: dict[tuple[int, int], Tensor] | None = None) -> None:
+        """Set x = μ + σ ⊙ x̂ for the output irreps (per irrep entry of `layout.irreps`; μ only on 0e on-site
+        channels, σ uniform over each irrep's 2L+1 components, so equivariance is untouched). With μ, σ the
+        training-set statistics (`fastqmd.nnh.targets.irrep_statistics`) the network's raw outputs x̂ are O(1):
+        Adam moves a parameter by ~lr per step, so unscaled heads need thousands of steps just to reach eV
+        magnitudes (measured: L_H 57 → 2.7 over 1000 steps on water)."""
+        for a, v in onsite_shift.items():
+            getattr(self, f"onsite_shift_{a}").copy_(v)
+        for a, v in onsite_scale.items():
+            getattr(self, f"onsite_scale_{a}").copy_(v)
+        for (a, b), v in offsite_scale.items():
+            getattr(self, f"offsite_scale_{a}_{b}").copy_(v)
+        for (a, b), v in (offsite_sk or {}).items():
+            getattr(self, f"sk_coef_{a}_{b}").copy_(v)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -198,9 +255,15 @@ class NNHModel(torch.nn.Module):
         e = self.edge_gate(self.edge_lin(self.edge_tp(x_e, Y, w)))  # [E, hidden]
         e = e * env[:, None]
         onsite = tuple(
-            symmetrize_onsite(self.layout.to_block(self.onsite_out[a](h[graph.node_groups[a]]), a, a))
+            symmetrize_onsite(self.layout.to_block(
+                getattr(self, f"onsite_shift_{a}") + getattr(self, f"onsite_scale_{a}")
+                * self.onsite_out[a](h[graph.node_groups[a]]), a, a))
             for a in range(ns))
+        radial = rbf * env[:, None]
         raw = tuple(
-            tuple(self.layout.to_block(self.offsite_out[a][b](e[graph.edge_groups[a][b]]), a, b) for b in range(ns))
+            tuple(self.layout.to_block(
+                self.two_centre_baseline(a, b, Y[graph.edge_groups[a][b]], radial[graph.edge_groups[a][b]])
+                + getattr(self, f"offsite_scale_{a}_{b}") * self.offsite_out[a][b](e[graph.edge_groups[a][b]]), a, b)
+                for b in range(ns))
             for a in range(ns))
         return Blocks(onsite=onsite, offsite=symmetrize_offsite(raw, graph))

@@ -5,7 +5,7 @@ In:  `System` (positions [N, 3] Å, cell [3, 3] Å, pbc, atomic numbers), float6
 Out: `Results`: energy E = Ω[H_θ, S] + E_rep + Σ e_Z (eV, the force-consistent Mermin free energy), forces
      −∂E/∂R (eV/Å, autograd through the exact-derivative free energy, finite at degeneracies), extras:
      "eigenvalues" [nk, nao] eV (so `fastqmd analyze` plots the DOS), "fermi_level" eV, and for periodic cells
-     with a learned S "stress" (Voigt xx yy zz yz xz xy, eV/Å³, ASE sign convention).
+     with a learned or tabulated S "stress" (Voigt xx yy zz yz xz xy, eV/Å³, ASE sign convention).
 Any cell size works (the model is local): the graph is rebuilt from a neighbour list at cutoff + skin only when
 some atom has moved more than skin/2 since the last build (or the cell changed) — edges beyond a term's cutoff
 contribute exactly zero, so the energy does not depend on when the graph was rebuilt.

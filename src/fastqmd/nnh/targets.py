@@ -162,3 +162,91 @@ def orbital_pair_scales(targets: list[Target], n_classes: int, floor_fraction: f
                       else t.H.reshape(-1) for t in targets]).to(torch.float64)
     floor = floor_fraction * float(allv.std())
     return var.sqrt().clamp(min=floor)
+
+
+@torch.no_grad()
+def irrep_statistics(targets: list[Target], model, floor_fraction: float = 1e-3, ridge: float = 1e-8):
+    """Output statistics and two-centre baseline of the H blocks for `NNHModel.set_output_statistics`.
+
+    Per sample the real-space blocks are read from H̄ = Re Σ_k w_k H(k) (= H(R = 0) for a full k-mesh; for
+    Γ-only supercells the image sum, which is what the model's Γ blocks add up to as well) and projected on
+    the output irreps, x = Cᵀ vec(B) (`BlockLayout.to_irreps`). On-site, per species a and irrep ℓ:
+        μ_aℓ = mean_i x_iℓ on 0e channels (0 elsewhere),   σ_aℓ = √(mean_i |x_iℓ − μ_aℓ|² / (2L+1)).
+    Off-site, per species pair (a, b), over the edges (i ≠ j, within the model's cutoff):
+        x⁰_ℓ(r) = g_ℓ(d) Y_L(r̂),  g_ℓ(d) = Σ_n c_nℓ b_n(d) u(d)  on channels with (−1)^L = parity, where
+        c_ℓ = argmin Σ_e |x_eℓ − x⁰_ℓ(r_e)|² (+ ridge): A c = y,  A = Σ_e (2L+1) φ_e φ_eᵀ,  y = Σ_e φ_e Y_L·x_eℓ
+        (component-normalised Y: |Y_L|² = 2L+1) — the Slater–Koster two-centre part of H;
+        σ_abℓ = √(mean_e |x_eℓ − x⁰_ℓ(r_e)|² / (2L+1))   (the residual the network learns).
+    σ is floored at floor_fraction × the largest σ of the block (channels that vanish by symmetry).
+    Returns (onsite_shift {a: [K]}, onsite_scale {a: [K]}, offsite_scale {(a, b): [K]}, offsite_sk {(a, b): c}).
+    """
+    from e3nn import o3
+
+    from fastqmd.nnh.graph import edge_vectors
+    from fastqmd.nnh.model import bessel_basis, polynomial_envelope
+
+    layout, cfg = model.layout, model.config
+    ns = len(model.species)
+    index = {s: k for k, s in enumerate(model.species)}
+    on: dict[int, list[Tensor]] = {a: [] for a in range(ns)}
+    off: dict[tuple[int, int], list[tuple[Tensor, Tensor, Tensor]]] = {(a, b): [] for a in range(ns) for b in range(ns)}
+    for t in targets:
+        w = torch.as_tensor(t.frame.kweights, dtype=torch.float64)
+        Hbar = torch.einsum("k,kij->ij", w, t.H.real.to(torch.float64))
+        off_idx = np.cumsum([0] + [layout.n_orbitals[x] for x in t.frame.symbols])
+        sl = [slice(int(off_idx[i]), int(off_idx[i + 1])) for i in range(len(t.frame.symbols))]
+        for i, s in enumerate(t.frame.symbols):
+            on[index[s]].append(Hbar[sl[i], sl[i]])
+        g = model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc)
+        r = edge_vectors(t.positions.to(torch.float64), t.cell.to(torch.float64), g)
+        d = torch.linalg.norm(r, dim=-1)
+        Y = o3.spherical_harmonics(model.irreps_sh, r, normalize=True, normalization="component")
+        phi = bessel_basis(d, cfg.cutoff, cfg.n_radial) * polynomial_envelope(d, cfg.cutoff, cfg.envelope_exponent)[:, None]
+        for e, (i, j) in enumerate(zip(g.edge_i.tolist(), g.edge_j.tolist())):
+            if i != j:
+                off[(index[t.frame.symbols[i]], index[t.frame.symbols[j]])].append((Hbar[sl[i], sl[j]], Y[e], phi[e]))
+
+    def rms_per_irrep(x: Tensor, irreps) -> Tensor:
+        out = torch.ones(irreps.dim, dtype=torch.float64)
+        for sl_, (_, ir) in zip(irreps.slices(), irreps):
+            out[sl_] = (x[:, sl_] ** 2).sum(-1).mean().div(ir.dim).sqrt()
+        return out.clamp(min=floor_fraction * float(out.max()) if len(out) else 0.0)
+
+    shift, scale, oscale, sk = {}, {}, {}, {}
+    for a in range(ns):
+        irreps = layout.irreps[(a, a)]
+        K = irreps.dim
+        if not on[a]:
+            shift[a], scale[a] = torch.zeros(K, dtype=torch.float64), torch.ones(K, dtype=torch.float64)
+            continue
+        x = layout.to_irreps(torch.stack(on[a]).to(layout.coupling(a, a).dtype), a, a).to(torch.float64)
+        mu = torch.zeros(K, dtype=torch.float64)
+        for sl_, (_, ir) in zip(irreps.slices(), irreps):
+            if ir.l == 0 and ir.p == 1:
+                mu[sl_] = x[:, sl_].mean(0)
+        shift[a], scale[a] = mu, rms_per_irrep(x - mu, irreps)
+    for (a, b), items in off.items():
+        irreps = layout.irreps[(a, b)]
+        pos = getattr(model, f"sk_pos_{a}_{b}")
+        yidx, path = getattr(model, f"sk_yidx_{a}_{b}"), getattr(model, f"sk_path_{a}_{b}")
+        n_paths = int(path.max()) + 1 if path.numel() else 0
+        coef = torch.zeros(cfg.n_radial, n_paths, dtype=torch.float64)
+        if not items:
+            oscale[(a, b)], sk[(a, b)] = torch.ones(irreps.dim, dtype=torch.float64), coef
+            continue
+        x = layout.to_irreps(torch.stack([it[0] for it in items]).to(layout.coupling(a, b).dtype), a, b)
+        x = x.to(torch.float64)
+        Y = torch.stack([it[1] for it in items])[:, yidx]  # [E, |pos|]
+        phi = torch.stack([it[2] for it in items])  # [E, n]
+        for p in range(n_paths):
+            m = path == p
+            yy = (Y[:, m] ** 2).sum(-1)  # [E] = 2L+1
+            A = torch.einsum("e,en,em->nm", yy, phi, phi)
+            rhs = phi.T @ (Y[:, m] * x[:, pos[m]]).sum(-1)
+            A = A + ridge * torch.trace(A) / len(A) * torch.eye(len(A), dtype=A.dtype)
+            coef[:, p] = torch.linalg.solve(A, rhs)
+        x0 = torch.zeros_like(x)
+        if n_paths:
+            x0[:, pos] = Y * (phi @ coef)[:, path]
+        oscale[(a, b)], sk[(a, b)] = rms_per_irrep(x - x0, irreps), coef
+    return shift, scale, oscale, sk

@@ -38,7 +38,9 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from fastqmd.config import FrozenModel
+from fastqmd.electronic.tblite_overlap import tblite_table_config
 from fastqmd.errors import InputError
+from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.checkpoint import CHECKPOINT_FORMAT, atomic_save, load, save_model
 from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig, energy_forces
 from fastqmd.nnh.model import NNHConfig
@@ -46,6 +48,7 @@ from fastqmd.nnh.overlap import OverlapConfig
 from fastqmd.nnh.repulsion import RepulsionConfig
 from fastqmd.nnh.targets import (
     Target,
+    irrep_statistics,
     load_targets,
     orbital_pair_classes,
     orbital_pair_scales,
@@ -66,7 +69,7 @@ class ModelSpec(FrozenModel):
     radial_hidden: PositiveInt = 32
     n_scalars_embed: PositiveInt = 16
     avg_num_neighbors: PositiveFloat | None = None  # default: mean neighbour count of the training set
-    overlap: Literal["auto", "exact", "learned"] = "auto"  # auto: exact for PySCF datasets, learned otherwise
+    overlap: Literal["auto", "exact", "learned", "table"] = "auto"  # auto: exact (PySCF), table (tblite datasets)
     overlap_cutoff: PositiveFloat | None = None  # default: cutoff
     repulsion_cutoff: PositiveFloat = 4.0
     repulsion_many_body: bool = True
@@ -78,7 +81,8 @@ class LossWeights(FrozenModel):
     beta_F: float = Field(1.0, ge=0)
     gamma_E: float = Field(0.1, ge=0)
     delta_S: float = Field(10.0, ge=0)
-    force_ramp_steps: int = Field(0, ge=0)  # β grows linearly from 0 over these steps (H first, then forces)
+    h_only_steps: int = Field(0, ge=0)  # first phase: L_H (and L_S) only — no eigensolve, cheap steps
+    force_ramp_steps: int = Field(0, ge=0)  # then β grows linearly from 0 over these steps (H first, then forces)
 
 
 class Split(FrozenModel):
@@ -160,9 +164,11 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
     """The EnergyModelConfig implied by the training config and the training data (constants fitted here)."""
     m = cfg.model
     species = sorted(basis)
-    overlap = m.overlap if m.overlap != "auto" else ("exact" if engine.startswith("pyscf") else "learned")
+    overlap = m.overlap if m.overlap != "auto" else ("exact" if engine.startswith("pyscf") else "table")
     if overlap == "exact" and not engine.startswith("pyscf"):
         raise InputError(f"overlap 'exact' needs a PySCF dataset (this one is {engine!r})")
+    if overlap == "table" and engine != "tblite":
+        raise InputError(f"overlap 'table' needs a tblite dataset (this one is {engine!r})")
     n_orb = {s: sum(2 * l + 1 for l in basis[s]) for s in species}
     avg = m.avg_num_neighbors or mean_neighbors(train, m.cutoff, species, n_orb)
     h = NNHConfig(basis=basis, cutoff=m.cutoff, hidden_irreps=m.hidden_irreps, n_layers=m.n_layers, lmax=m.lmax,
@@ -170,33 +176,17 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
                   avg_num_neighbors=avg, dtype=cfg.dtype)
     s = OverlapConfig(basis=basis, cutoff=m.overlap_cutoff or m.cutoff, n_radial=m.n_radial,
                       radial_hidden=m.radial_hidden, dtype=cfg.dtype) if overlap == "learned" else None
+    table = tblite_table_config(settings["method"], species) if overlap == "table" else None
+    if table is not None and table.basis != {k: tuple(v) for k, v in basis.items()}:
+        raise InputError(f"dataset basis {basis} differs from tblite {settings['method']}'s {table.basis}")
     rep = RepulsionConfig(species=tuple(species), cutoff=m.repulsion_cutoff, n_radial=m.n_radial,
                           many_body=m.repulsion_many_body, dtype=cfg.dtype)
     T = temperature_K(train)
     val = valence_electrons(train, species, recorded_valence)
     eref = reference_energies(train, species, val, T, mode=m.energy_mode)
-    return EnergyModelConfig(h=h, overlap=overlap, s=s, repulsion=rep, energy_mode=m.energy_mode,
+    return EnergyModelConfig(h=h, overlap=overlap, s=s, table=table, repulsion=rep, energy_mode=m.energy_mode,
                              electronic_temperature_K=T, valence_electrons=val, reference_energies=eref,
                              pyscf_basis=settings.get("basis") if overlap == "exact" else None)
-
-
-@torch.no_grad()
-def init_onsite_bias(model: EnergyModel, train: list[Target]) -> None:
-    """Start the on-site heads at the training-set mean on-site block B̄_Z (its invariant 0e channels → biases),
-    so that training starts from the right level energies instead of learning a −20 eV offset first."""
-    layout = model.h.layout
-    for a, s in enumerate(model.species):
-        blocks = []
-        for t in train:
-            off = np.cumsum([0] + [layout.n_orbitals[x] for x in t.frame.symbols])
-            for i, x in enumerate(t.frame.symbols):
-                if x == s:
-                    blocks.append(t.H[0].real[off[i]:off[i + 1], off[i]:off[i + 1]])
-        xbar = layout.to_irreps(torch.stack(blocks).mean(0)[None].to(layout.coupling(a, a).dtype), a, a)[0]
-        lin = model.h.onsite_out[a]
-        for sl, (mul, ir), (_, _, b_idx) in zip(lin.irreps_out.slices(), lin.irreps_out, lin.plan):
-            if b_idx >= 0:
-                lin.biases[b_idx].copy_(xbar[sl].reshape(mul, ir.dim)[:, 0].to(lin.biases[b_idx].dtype))
 
 
 def pretrain_overlap(model: EnergyModel, targets: list[Target], max_steps: int, device, lr: float = 3e-3,
@@ -243,8 +233,12 @@ def _keeps_metric(model: EnergyModel, data) -> bool:
 
 
 def loss_weights(w: LossWeights, step: int) -> list[float]:
-    """[α, β(step), γ, δ] with β(step) = β·min(1, (step + 1)/force_ramp_steps)."""
-    ramp = min(1.0, (step + 1) / w.force_ramp_steps) if w.force_ramp_steps else 1.0
+    """[α, β(step), γ(step), δ]: β = γ = 0 for step < h_only_steps, then β·min(1, (s + 1)/force_ramp_steps) with
+    s = step − h_only_steps."""
+    if step < w.h_only_steps:
+        return [w.alpha_H, 0.0, 0.0, w.delta_S]
+    s = step - w.h_only_steps
+    ramp = min(1.0, (s + 1) / w.force_ramp_steps) if w.force_ramp_steps else 1.0
     return [w.alpha_H, w.beta_F * ramp, w.gamma_E, w.delta_S]
 
 
@@ -258,35 +252,45 @@ class LossModule(torch.nn.Module):
         self.register_buffer("scales", scales.to(device))
         self.device = device
 
-    def sample_terms(self, t: Target, create_graph: bool) -> torch.Tensor:
+    def sample_terms(self, t: Target, create_graph: bool, w: list[float], return_outputs: bool = False):
+        """[L_H, L_F, L_E, L_S] of one sample; terms whose weight in w = [α, β, γ, δ] is 0 may be left 0.
+        return_outputs (needs β > 0 and forces): also (EnergyParts, F)."""
         dev = self.device
         g = self.model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(dev)
         pos = t.positions.to(dev).clone().requires_grad_(True)
-        need_f = self.w.beta_F > 0 and t.forces is not None
+        need_f = w[1] > 0 and t.forces is not None
+        H_ref = t.H.to(dev)
+        if not need_f and w[2] == 0:  # H-only phase: no overlap, eigensolve or E_rep needed
+            m = self.model
+            kpts = torch.as_tensor(t.frame.kpoints, dtype=m.dtype, device=dev)
+            H = to_kspace(m.h(pos.to(m.dtype), t.cell.to(dev, m.dtype), g), g, kpts)
+            LH = ((H.to(H_ref.dtype) - H_ref).abs() / self.scales[t.hclass.to(dev)]).pow(2).mean()
+            zero = LH.new_zeros(())
+            return torch.stack([LH, zero, zero, self.overlap_loss(t, g, pos) if m.config.overlap == "learned"
+                                else zero])
         if need_f:
             parts, F, _ = energy_forces(self.model, t.frame, pos, t.cell.to(dev), g, create_graph=create_graph)
             LF = ((F - t.forces.to(dev)) ** 2).mean()
         else:
             parts = self.model(t.frame, pos, t.cell.to(dev), g)
             LF = parts.energy.new_zeros(())
-        H_ref = t.H.to(dev)
         LH = ((parts.H - H_ref).abs() / self.scales[t.hclass.to(dev)]).pow(2).mean()
         LE = ((parts.energy - t.energy) / len(t.frame.symbols)) ** 2
         LS = self.overlap_loss(t, g, pos) if self.model.config.overlap == "learned" else LH * 0
-        return torch.stack([LH, LF, LE, LS])
+        terms = torch.stack([LH, LF, LE, LS])
+        return (terms, parts, F if need_f else None) if return_outputs else terms
 
     def overlap_loss(self, t: Target, g, pos: torch.Tensor) -> torch.Tensor:
         """L_S = mean |S_θ(k) − S_DFT(k)|² — the only loss that trains the S head (s_grad_from_energy False)."""
-        from fastqmd.nnh.blocks import to_kspace
-
         m = self.model
         kpts = torch.as_tensor(t.frame.kpoints, dtype=m.dtype, device=self.device)
         S = to_kspace(m.s(pos.detach().to(m.dtype), t.cell.to(self.device, m.dtype), g), g, kpts)
         return ((S - t.S.to(self.device)).abs() ** 2).mean().to(torch.float64)
 
     def forward(self, batch: list[Target], step: int = 0, create_graph: bool = True):
-        terms = torch.stack([self.sample_terms(t, create_graph) for t in batch])  # [B, 4]
-        w = torch.tensor(loss_weights(self.w, step), dtype=terms.dtype, device=terms.device)
+        wl = loss_weights(self.w, step)
+        terms = torch.stack([self.sample_terms(t, create_graph, wl) for t in batch])  # [B, 4]
+        w = torch.tensor(wl, dtype=terms.dtype, device=terms.device)
         loss = (terms @ w).mean()
         return loss, torch.cat([terms.detach().sum(0), terms.new_tensor([len(batch)])])
 
@@ -339,18 +343,19 @@ class swap_weights:
 
 
 def validate(lm: LossModule, targets: list[Target], weights: LossWeights) -> dict[str, float]:
-    """Mean loss terms, weighted loss and H/F/E MAEs over `targets` (no parameter graph)."""
+    """Mean loss terms, weighted loss (final weights: no phase or ramp, so the best model is comparable across
+    phases) and H/F/E MAEs over `targets` (no parameter graph)."""
     if not targets:
         return {}
     sums = torch.zeros(5, dtype=torch.float64)
     mae_h, mae_f, mae_e = [], [], []
+    full = [weights.alpha_H, 1.0, 1.0, weights.delta_S]  # every term computed
     for t in targets:
-        terms = lm.sample_terms(t, create_graph=False).detach().cpu().to(torch.float64)
+        with torch.enable_grad():
+            terms, parts, F = lm.sample_terms(t, create_graph=False, w=full, return_outputs=True)
+        terms = terms.detach().cpu().to(torch.float64)
         sums[:4] += terms
         sums[4] += 1
-        with torch.enable_grad():
-            g = lm.model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(lm.device)
-            parts, F, _ = energy_forces(lm.model, t.frame, t.positions.to(lm.device).clone(), t.cell.to(lm.device), g)
         mae_h.append(float((parts.H.detach().cpu() - t.H).abs().mean()))
         if t.forces is not None:
             mae_f.append(float((F.detach().cpu() - t.forces).abs().mean()))
@@ -421,7 +426,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
             a = t.frame.symbols.index(s)
             off = np.cumsum([0] + [model.h.layout.n_orbitals[x] for x in t.frame.symbols])
             model.s.set_onsite_from_block(s, t.S[0].real[off[a]:off[a + 1], off[a]:off[a + 1]].numpy())
-    init_onsite_bias(model, train_t)
+    model.h.set_output_statistics(*irrep_statistics(train_t, model.h))  # raw outputs O(1); resume reloads
     resuming = (out / "checkpoint.pt").exists() and not overwrite
     if ecfg.overlap == "learned" and not resuming:  # (a resumed run loads the trained S head)
         ls, n, ok = pretrain_overlap(model, train_t[:32], cfg.s_pretrain_steps, device, cfg.s_pretrain_lr,
