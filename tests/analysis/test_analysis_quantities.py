@@ -16,7 +16,7 @@ from fastqmd.analysis.compare import analyze, compare
 from fastqmd.analysis.dos import gaussian_dos
 from fastqmd.analysis.msd import msd
 from fastqmd.analysis.rdf import rdf
-from fastqmd.analysis.vdos import vacf, vdos
+from fastqmd.analysis.vdos import peaks_cm1, vacf, vdos
 
 EXACT = 1e-10
 
@@ -105,6 +105,16 @@ def test_vacf_and_vdos_of_harmonic_motion():
     nu, d = vdos(frames, 1.0)
     assert abs(nu[np.argmax(d)] - 10.0) <= nu[1] - nu[0]
     assert np.trapezoid(d, nu) == pytest.approx(1.0, abs=EXACT)
+    (peak,) = peaks_cm1(nu, d)  # one line, at 10 THz = 333.6 cm⁻¹ (grid spacing 1 THz)
+    assert peak == pytest.approx(333.564, abs=nu[1] * 33.4)
+
+
+def test_vdos_overlap_tells_shifted_spectra_apart():
+    a = analyze(harmonic_frames(10.0))
+    assert compare(a, a)["vdos_overlap"] == pytest.approx(1.0, abs=EXACT)
+    near, far = compare(a, analyze(harmonic_frames(10.3))), compare(a, analyze(harmonic_frames(14.0)))
+    assert 0.5 < near["vdos_overlap"] < 1.0 and far["vdos_overlap"] < 0.05
+    assert far["surrogate"]["vdos_peaks_cm1"] == pytest.approx([14.0 * 33.356], abs=34)
 
 
 def test_gaussian_dos_counts_states():

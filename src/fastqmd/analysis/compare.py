@@ -7,7 +7,9 @@ study compares at 500 fs).
 
 `compare(ref, sur)` metrics (sur vs ref):
   overlap(g₁, g₂) = 1 − ∫|g₁ − g₂| / ∫(g₁ + g₂)   (= 1 − ½∫|g₁−g₂|/∫ḡ; 1 identical, 0 disjoint) for RDF, ADF;
-  msd_ratio = MSD_sur / MSD_ref at the last common time; mean and std of T; mean bond lengths and angles.
+  msd_ratio = MSD_sur / MSD_ref at the last common time; mean and std of T; mean bond lengths and angles;
+  VDOS: peak wavenumbers of each (Gaussian-smoothed, σ = 0.5 THz ≈ 17 cm⁻¹) and the overlap of the smoothed
+  spectra (surrogate interpolated onto the reference's frequency grid).
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ def summary(a: dict) -> dict:
         s["bond_length_mean_A"] = a["bond_lengths_A"].mean(0).tolist()
     if "bond_angles_deg" in a and a["bond_angles_deg"].size:
         s["bond_angle_mean_deg"] = a["bond_angles_deg"].mean(0).tolist()
+    if "vdos" in a:
+        s["vdos_peaks_cm1"] = vdos_mod.peaks_cm1(a["vdos_nu_THz"], a["vdos"])
     return s
 
 
@@ -111,6 +115,10 @@ def compare(ref: dict, sur: dict) -> dict:
     m["msd_ratio"] = float(m_sur / m_ref) if m_ref > 0 else float("nan")
     m["msd_ratio_at_fs"] = float(t_end)
     m["T_mean_diff_K"] = m["surrogate"]["T_mean_K"] - m["reference"]["T_mean_K"]
+    if "vdos" in ref and "vdos" in sur:
+        nu = ref["vdos_nu_THz"]
+        g_sur = np.interp(nu, sur["vdos_nu_THz"], vdos_mod.smooth(sur["vdos_nu_THz"], sur["vdos"], 0.5), right=0.0)
+        m["vdos_overlap"] = overlap(nu, vdos_mod.smooth(nu, ref["vdos"], 0.5), g_sur)
     return m
 
 

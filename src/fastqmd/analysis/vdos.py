@@ -36,3 +36,23 @@ def vdos(frames, dt_fs: float) -> tuple[np.ndarray, np.ndarray]:
     nu = np.fft.rfftfreq(len(frames), d=dt_fs) * 1000.0
     area = np.trapezoid(spec, nu) if len(nu) > 1 else 0.0
     return nu, spec / area if area > 0 else spec
+
+
+def smooth(nu: np.ndarray, g: np.ndarray, sigma_THz: float) -> np.ndarray:
+    """g convolved with a unit-area Gaussian of width σ (THz) on the uniform grid ν (area preserved)."""
+    if len(nu) < 2 or sigma_THz <= 0:
+        return g
+    dnu = nu[1] - nu[0]
+    x = np.arange(-int(4 * sigma_THz / dnu) - 1, int(4 * sigma_THz / dnu) + 2) * dnu
+    k = np.exp(-0.5 * (x / sigma_THz) ** 2)
+    return np.convolve(g, k / k.sum(), mode="same")
+
+
+def peaks_cm1(nu: np.ndarray, g: np.ndarray, sigma_THz: float = 0.5, rel_height: float = 0.1) -> list[float]:
+    """Wavenumbers (cm⁻¹) of the local maxima of the smoothed VDOS that reach rel_height × its maximum,
+    ascending (ν = 0 excluded)."""
+    h = smooth(nu, g, sigma_THz)
+    if len(h) < 3:
+        return []
+    i = np.where((h[1:-1] > h[:-2]) & (h[1:-1] >= h[2:]) & (h[1:-1] >= rel_height * h.max()))[0] + 1
+    return [float(nu[k] * THZ_TO_INV_CM) for k in i]

@@ -1,5 +1,6 @@
 """NN Hamiltonian (NNH-MD, issue 4): an E(3)-equivariant network that predicts real-space Kohn–Sham / tight-binding
-Hamiltonian blocks, a learned two-centre overlap, and a learned repulsive energy.
+Hamiltonian blocks (on a fitted two-centre baseline), an exact overlap (PySCF integrals, tabulated tblite
+two-centre S, or a learned two-centre head), and a learned repulsive energy.
 
 In:  a structure — element symbols, positions [N, 3] Å, cell [3, 3] Å (rows), pbc — as a `Graph` of integer
      indices (`model.graph(...)`, vesin neighbour list) plus torch positions/cell that carry gradients.
