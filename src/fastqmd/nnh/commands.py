@@ -34,6 +34,9 @@ def evaluate_cmd(
     dataset: Path = typer.Argument(..., help="dataset (.h5)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="output folder (default: MODEL_eval/)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    bands: Optional[str] = typer.Option(None, "--bands", help="band structure of a perfect crystal along its "
+                                        "high-symmetry path vs the dataset's engine unfolded from the N×N×N "
+                                        "supercell: CRYSTAL-ELEMENT[@a]:N, e.g. fcc-Cu:4"),
 ) -> None:
     """H, eigenvalue, energy and force errors of a trained NNH model → evaluation.json + PNG figures."""
     from fastqmd.errors import InputError
@@ -42,11 +45,17 @@ def evaluate_cmd(
     if device not in ("cpu", "cuda"):
         raise InputError(f"--device must be cpu or cuda, got {device!r}")
     out = output or model.with_name(model.stem + "_eval")
-    m, files = evaluate_files(model, dataset, out, device=device)
+    if bands is not None:
+        from fastqmd.nnh.bands import parse_crystal
+
+        parse_crystal(bands)  # fail on a bad spec before the evaluation runs
+    m, files = evaluate_files(model, dataset, out, device=device, bands=bands)
     f = m["forces_eV_per_A"]
     typer.echo(f"evaluate: {m['n_samples']} samples, H MAE {m['H_mae_eV']:.3g} eV ({m['H_mae_uEh']:.3g} μEh), "
                f"eigenvalue MAE {m['eigenvalue_mae_eV']['all']:.3g} eV"
-               + (f", force MAE {f['mae']:.3g} eV/Å" if f else "") + f" -> {', '.join(str(p) for p in files)}")
+               + (f", force MAE {f['mae']:.3g} eV/Å" if f else "")
+               + (f", band MAE {1e3 * m['bands']['mae_eV']:.3g} meV" if "bands" in m else "")
+               + f" -> {', '.join(str(p) for p in files)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,11 @@ Out: metrics (dict, written as JSON):
     (reference occupation > half of the spin factor) and states within ±1 eV of the reference Fermi level;
   - energy (per structure and per atom) and force MAE/RMSE (eV, eV/Å);
   and PNGs: hamiltonian_error.png (heatmaps, meV) and, for periodic samples, bands.png — eigenvalues at the
-  stored k-points, reference solid red vs model dashed black (the study's Fig. 3).
+  stored k-points, reference solid red vs model dashed black.
+With `bands` (e.g. "fcc-Cu:4", `fastqmd.nnh.bands.parse_crystal`; the study's Fig. 3): bands.png is the band
+structure of the perfect crystal along its high-symmetry path, model dashed black vs the dataset's reference
+engine unfolded from the Γ point of the n×n×n supercell (red markers), the "bands" entry of the JSON holds the
+band MAE and Fermi levels (`fastqmd.nnh.bands.evaluate_bands`), and the stored-k figure moves to levels.png.
 Units: eV, Å; 1 Eh = `fastqmd.units.HARTREE_EV` eV.
 """
 
@@ -105,8 +109,8 @@ def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) else None
 
 
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    """hamiltonian_error.png (per-pair MAE heatmaps, meV) and bands.png (periodic samples)."""
+def plot(metrics: dict, arrays: dict, out_dir: Path, levels_name: str = "bands.png") -> list[Path]:
+    """hamiltonian_error.png (per-pair MAE heatmaps, meV) and `levels_name` (stored-k levels, periodic samples)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,20 +149,45 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         ax.set_title(f"sample {key}")
         ax.legend()
         fig.tight_layout()
-        files.append(out_dir / "bands.png")
+        files.append(out_dir / levels_name)
         fig.savefig(files[-1], dpi=120)
         plt.close(fig)
     return files
 
 
+def reference_engine(dataset: Path):
+    """The dataset's reference engine rebuilt from its header (engine name + settings), Γ point only."""
+    from fastqmd.data.store import read_header
+    from fastqmd.reference.config import build_engine, parse_engine_config
+
+    header = read_header(Path(dataset))
+    data = {"kind": header.engine}
+    probe = parse_engine_config(data)
+    data.update({k: v for k, v in header.settings.items() if k in type(probe).model_fields and k != "kind"})
+    if "kmesh" in data:
+        data["kmesh"] = (1, 1, 1)  # the unfolding needs the supercell at Γ
+    return build_engine(parse_engine_config(data))
+
+
 def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str = "cpu",
-                   keys: list[str] | None = None) -> tuple[dict, list[Path]]:
-    """Load, evaluate, write out_dir/evaluation.json and the PNGs."""
+                   keys: list[str] | None = None, bands: str | None = None) -> tuple[dict, list[Path]]:
+    """Load, evaluate, write out_dir/evaluation.json and the PNGs; `bands` (e.g. "fcc-Cu:4") adds the
+    high-symmetry-path band structure (module docstring)."""
     model = load_energy_model(model_path, device=device)
     targets = load_targets(dataset, keys)
     metrics, arrays = evaluate(model, targets, device)
     metrics.update(model=str(model_path), dataset=str(dataset))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    files = plot(metrics, arrays, out_dir, levels_name="levels.png" if bands else "bands.png")
+    if bands:
+        from fastqmd.nnh.bands import evaluate_bands, parse_crystal, plot_bands
+
+        prim, n = parse_crystal(bands)
+        bm, barr = evaluate_bands(model, prim, n, reference_engine(dataset))
+        metrics["bands"] = {"spec": bands, **bm}
+        plot_bands(barr, out_dir / "bands.png", title=f"{bands}: reference unfolded from the {n}×{n}×{n} supercell "
+                   f"(Γ); band MAE {1e3 * bm['mae_eV']:.3g} meV")
+        files.append(out_dir / "bands.png")
     (out_dir / "evaluation.json").write_text(json.dumps(metrics, indent=1))
-    return metrics, [out_dir / "evaluation.json", *plot(metrics, arrays, out_dir)]
+    return metrics, [out_dir / "evaluation.json", *files]

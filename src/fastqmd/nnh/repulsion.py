@@ -6,10 +6,12 @@ Out: E_rep (eV, scalar tensor). Forces/stress by autograd of the total E = Ω[H,
 Why: Σ f ε is the band-structure energy; ion–ion and double-counting terms are missing (DFTB's E_rep), see
 shared/science/nnh.md. Form — pair potential plus an embedded-atom (EAM-like) many-body term:
 
-    E_rep = ½ Σ_{(i,j,R)} φ_{Z_i Z_j}(d_ij) + Σ_i [F_{Z_i}(ρ_i) − F_{Z_i}(0)],   ρ_i = Σ_{(j,R)} g_{Z_j}(d_ij),
+    E_rep = ½ Σ_{(i,j,R)} φ_{Z_i Z_j}(d_ij) + Σ_i [F_{Z_i}(ρ_i) − F_{Z_i}(0)] + Σ_i e⁰_{Z_i},
+    ρ_i = Σ_{(j,R)} g_{Z_j}(d_ij),
     φ_ab(d) = u(d) Σ_n c_{ab,n} b_n(d),   g_b(d) = u(d) Σ_n a_{b,n} b_n(d),   F_a a small SiLU MLP,
 
-with c symmetric in (a, b), b_n the Bessel basis √(2/r_c) sin(nπd/r_c)/d (∝ 1/d at short range) and u the
+with c symmetric in (a, b), e⁰ per-species constants (they follow the pair term when it is fitted by least squares,
+`fastqmd.nnh.train.fit_repulsion`), b_n the Bessel basis √(2/r_c) sin(nπd/r_c)/d (∝ 1/d at short range) and u the
 polynomial envelope (u = u' = u'' = 0 at r_c): E_rep and its forces are continuous as atoms cross the cutoff.
 Invariant under rotations, translations and permutations by construction (distances and sums only).
 """
@@ -52,7 +54,39 @@ class Repulsion(torch.nn.Module):
         if config.many_body:
             self.density = torch.nn.Parameter(config.init_scale * torch.randn(ns, nr, generator=g, dtype=torch.float64))
             self.embedding = mlp([1, config.embedding_hidden, ns]).to(torch.float64)
+        self.e0 = torch.nn.Parameter(torch.zeros(ns, dtype=torch.float64))
         self.to(_DTYPES[config.dtype])
+
+    def pair_features(self, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
+        """Φ [n_pairs·n_radial + ns] with E_pair + Σ e⁰ = Φ · θ, θ = (c_ab,n for a ≤ b, e⁰): the part of E_rep that
+        is linear in its parameters; Φ_{ab,n} = ½ Σ_{edges of species {a, b}} u b_n(d), Φ_{e⁰_a} = N_a."""
+        c = self.config
+        ns, nr = len(self.species), c.n_radial
+        r = edge_vectors(positions, cell, graph)
+        d = torch.linalg.norm(r, dim=-1)
+        ub = polynomial_envelope(d, c.cutoff, c.envelope_exponent)[:, None] * bessel_basis(d, c.cutoff, nr)
+        zi, zj = graph.species[graph.edge_i], graph.species[graph.edge_j]
+        lo, hi = torch.minimum(zi, zj), torch.maximum(zi, zj)
+        pair_index = lo * ns - lo * (lo - 1) // 2 + (hi - lo)  # row-major index of (lo, hi) among a ≤ b
+        n_pairs = ns * (ns + 1) // 2
+        feat = ub.new_zeros(n_pairs, nr).index_add(0, pair_index, 0.5 * ub).reshape(-1)
+        counts = torch.bincount(graph.species, minlength=ns).to(ub.dtype)
+        return torch.cat([feat, counts])
+
+    @torch.no_grad()
+    def set_linear_parameters(self, theta: Tensor) -> None:
+        """Inverse of `pair_features`' ordering: set c_ab = c_ba and e⁰ from θ; zero the many-body density so that
+        E_rep = Φ · θ exactly (the embedding term then starts from zero and learns on top)."""
+        ns, nr = len(self.species), self.config.n_radial
+        k = 0
+        for a in range(ns):
+            for b in range(a, ns):
+                self.pair[a, b] = theta[k * nr:(k + 1) * nr]
+                self.pair[b, a] = theta[k * nr:(k + 1) * nr]
+                k += 1
+        self.e0.copy_(theta[k * nr:])
+        if self.config.many_body:
+            self.density.zero_()
 
     def pair_coefficients(self) -> Tensor:
         """c_ab,n symmetrised over species: [ns, ns, n_radial]."""
@@ -71,4 +105,4 @@ class Repulsion(torch.nn.Module):
             rho = rho_e.new_zeros(graph.n_atoms).index_add(0, graph.edge_i, rho_e)  # [N]
             F = self.embedding(rho[:, None]) - self.embedding(rho.new_zeros(1, 1))  # [N, ns]
             E = E + F.gather(1, graph.species[:, None]).sum()
-        return E
+        return E + self.e0[graph.species].sum()

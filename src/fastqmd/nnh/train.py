@@ -2,7 +2,8 @@
 
 In:  a fastqmd dataset (H(k), S(k) eV at the stored k-points, E eV, F eV/Å) and a `TrainConfig`.
 Out: in `output/`: model.pt (best-validation EMA weights, `fastqmd.nnh.checkpoint`), checkpoint.pt (resumable),
-     metrics.jsonl (one line per step, one per validation), summary.json (split sizes, test metrics).
+     metrics.jsonl (one line per step, one per validation), summary.json (split sizes, test metrics),
+     split.json (the sample keys of train/val/test).
 
 Loss per sample s (batch mean; α, β, γ, δ from `LossWeights`):
 
@@ -82,6 +83,8 @@ class LossWeights(FrozenModel):
     gamma_E: float = Field(0.1, ge=0)
     delta_S: float = Field(10.0, ge=0)
     h_only_steps: int = Field(0, ge=0)  # first phase: L_H (and L_S) only — no eigensolve, cheap steps
+    rep_only_steps: int = Field(0, ge=0)  # then the H network frozen: forces/energies train E_rep (and S head)
+    fit_repulsion: bool = True  # least-squares fit of E_rep's pair terms when the H-only phase ends
     force_ramp_steps: int = Field(0, ge=0)  # then β grows linearly from 0 over these steps (H first, then forces)
 
 
@@ -189,6 +192,55 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
                              pyscf_basis=settings.get("basis") if overlap == "exact" else None)
 
 
+def fit_repulsion(model: EnergyModel, targets: list[Target], device, max_samples: int = 64,
+                  energy_weight: float = 1.0, ridge: float = 1e-8) -> dict[str, float]:
+    """Least-squares fit of the linear part of E_rep (pair potentials + per-species constants) to what the current
+    H leaves unexplained — DFTB's repulsive fit:
+
+        θ = argmin Σ_s [ Σ_ia (F_res,ia + ∂(Φ·θ)/∂R_ia)² + w_E (E_res − Φ·θ)² ] + ridge·|θ|²,
+        F_res = F_ref + ∂Ω/∂R,   E_res = E_ref − Ω − Σ_i e_{Z_i}
+
+    with Ω the Mermin free energy of the model's H (frozen) and Φ(R) `Repulsion.pair_features`. Called when
+    training leaves the H-only phase: Adam would need thousands of steps to grow E_rep to the eV/Å scale of the
+    residual forces (measured on water: F MAE still 7.3 eV/Å after 100 Adam steps on E_rep alone).
+    Returns RMS residual forces before and after the fit (eV/Å)."""
+    rep = model.rep
+    rows, rhs, is_force = [], [], []
+    for t in targets[:max_samples]:
+        if t.forces is None:
+            continue
+        g = model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(device)
+        pos = t.positions.to(device).clone().requires_grad_(True)
+        cell = t.cell.to(device)
+        parts = model(t.frame, pos, cell, g)
+        f_omega = -torch.autograd.grad(parts.omega, pos)[0].detach()
+        F_res = (t.forces.to(device) - f_omega).to(torch.float64)
+        E_res = t.energy - float(parts.omega.detach()) - model.reference_energy(t.frame.symbols)
+        p2 = t.positions.to(device, rep.pair.dtype).clone().requires_grad_(True)
+        phi = rep.pair_features(p2, cell.to(rep.pair.dtype), g)
+        J = torch.stack([torch.autograd.grad(phi[k], p2, retain_graph=True, allow_unused=True)[0]
+                         if phi[k].requires_grad else torch.zeros_like(p2) for k in range(len(phi))])  # [P, N, 3]
+        J = torch.nan_to_num(J.to(torch.float64))
+        rows.append(J.reshape(len(phi), -1).T)  # d(Φθ)/dR = −F_rep → rows: J θ = −F_res
+        rhs.append(-F_res.reshape(-1))
+        is_force.append(torch.ones(F_res.numel(), dtype=torch.bool))
+        w = energy_weight ** 0.5
+        rows.append(w * phi.detach().to(torch.float64)[None])
+        rhs.append(torch.tensor([w * E_res], dtype=torch.float64, device=device))
+        is_force.append(torch.zeros(1, dtype=torch.bool))
+    if not rows:
+        return {}
+    A, b, f = torch.cat(rows), torch.cat(rhs), torch.cat(is_force).to(device)
+    AtA = A.T @ A
+    AtA = AtA + ridge * torch.trace(AtA) / len(AtA) * torch.eye(len(AtA), dtype=A.dtype, device=A.device)
+    theta = torch.linalg.solve(AtA, A.T @ b)
+    rep.set_linear_parameters(theta.to(rep.pair.dtype))
+    r = A @ theta - b
+    return {"F_rms_before_eV_A": float(b[f].pow(2).mean().sqrt()), "F_rms_after_eV_A": float(r[f].pow(2).mean().sqrt()),
+            "E_rms_before_eV": float(b[~f].pow(2).mean().sqrt() / energy_weight**0.5),
+            "E_rms_after_eV": float(r[~f].pow(2).mean().sqrt() / energy_weight**0.5)}
+
+
 def pretrain_overlap(model: EnergyModel, targets: list[Target], max_steps: int, device, lr: float = 3e-3,
                      tol: float = 1e-6, check_every: int = 25) -> tuple[float, int, bool]:
     """Fit the S head alone to min mean |S_θ − S_DFT|² (deterministic full-batch Adam) so that S(k) is positive
@@ -233,13 +285,23 @@ def _keeps_metric(model: EnergyModel, data) -> bool:
 
 
 def loss_weights(w: LossWeights, step: int) -> list[float]:
-    """[α, β(step), γ(step), δ]: β = γ = 0 for step < h_only_steps, then β·min(1, (s + 1)/force_ramp_steps) with
-    s = step − h_only_steps."""
-    if step < w.h_only_steps:
+    """[α(step), β(step), γ(step), δ]. Phases: "h" (step < h_only_steps): β = γ = 0; "rep" (the next
+    rep_only_steps): α = 0 and the H network frozen (`training_phase`); then all terms. After the "h" phase
+    β ramps as β·min(1, (s + 1)/force_ramp_steps), s = step − h_only_steps."""
+    phase = training_phase(w, step)
+    if phase == "h":
         return [w.alpha_H, 0.0, 0.0, w.delta_S]
     s = step - w.h_only_steps
     ramp = min(1.0, (s + 1) / w.force_ramp_steps) if w.force_ramp_steps else 1.0
-    return [w.alpha_H, w.beta_F * ramp, w.gamma_E, w.delta_S]
+    return [0.0 if phase == "rep" else w.alpha_H, w.beta_F * ramp, w.gamma_E, w.delta_S]
+
+
+def training_phase(w: LossWeights, step: int) -> str:
+    """"h" (H alone: the network learns the Hamiltonian before any force is seen), "rep" (H frozen: forces and
+    energies fit E_rep, so that their large early errors cannot distort H), or "joint"."""
+    if step < w.h_only_steps:
+        return "h"
+    return "rep" if step < w.h_only_steps + w.rep_only_steps else "joint"
 
 
 class LossModule(torch.nn.Module):
@@ -413,6 +475,13 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
     i_train, i_val, i_test = split_indices(len(targets), cfg.split)
     train_t = [targets[i] for i in i_train]
     val_t, test_t = [targets[i] for i in i_val], [targets[i] for i in i_test]
+    if rank == 0:  # which samples are which: `fastqmd evaluate --subset test` reads it
+        from fastqmd.atomic import replace_durably
+
+        tmp = out / "split.json.tmp"
+        tmp.write_text(json.dumps({"train": [t.key for t in train_t], "val": [t.key for t in val_t],
+                                   "test": [t.key for t in test_t]}))
+        replace_durably(tmp, out / "split.json")
 
     ecfg = build_energy_config(cfg, engine, settings, basis, train_t, recorded_valence)
     torch.manual_seed(cfg.seed)
@@ -446,7 +515,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay > 0 else None
 
     st = {"step": 0, "plateau_scale": 1.0, "plateau_best": float("inf"), "plateau_bad": 0, "best_val": float("inf"),
-          "bad_evals": 0, "stopped_early": False, "log_bytes": 0}
+          "bad_evals": 0, "stopped_early": False, "log_bytes": 0, "rep_fitted": False}
     ckpt, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
     cj, ej = config_json(cfg), ecfg.model_dump_json()
     if resuming:
@@ -494,9 +563,23 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
             for g in opt.param_groups:
                 g["lr"] = lr
             batch = global_batch(step, len(train_t), cfg.batch_size, cfg.seed)[rank::world]
+            if (cfg.loss.fit_repulsion and cfg.loss.h_only_steps and step == cfg.loss.h_only_steps
+                    and not st.get("rep_fitted")):
+                info = fit_repulsion(model, train_t, device)
+                st["rep_fitted"] = True
+                if ema is not None:
+                    for k, v in model.state_dict().items():
+                        if k.startswith("rep."):
+                            ema[k].copy_(v)
+                log({"step": step, "repulsion_fit": info})
             opt.zero_grad(set_to_none=True)
+            frozen = training_phase(cfg.loss, step) == "rep"
+            for p in model.h.parameters():
+                p.requires_grad_(not frozen)
             loss, sums = net([train_t[i] for i in batch], step)
             loss.backward()
+            for p in model.h.parameters():
+                p.requires_grad_(True)
             if world > 1:
                 torch.distributed.all_reduce(sums)
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
@@ -530,9 +613,13 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
 
 
 def _validate_step(lm, val_t, cfg, ema, st, out, model, log, rank) -> None:
-    """Validation with EMA weights; best model file; plateau schedule; early stopping."""
+    """Validation with EMA weights; best model file, plateau schedule and early stopping (these only in the
+    final training phase: earlier phases do not optimise the full loss)."""
     with swap_weights(model, ema):
         v = validate(lm, val_t, cfg.loss)
+        if training_phase(cfg.loss, st["step"] - 1) != training_phase(cfg.loss, cfg.max_steps - 1):
+            log({"step": st["step"], "val": v})
+            return
         if v["loss"] < st["best_val"]:
             st["best_val"], st["bad_evals"] = v["loss"], 0
             if rank == 0:
