@@ -30,6 +30,15 @@ demo: $(STAMP)
 	# 3. a second level of theory (GFN1) standing in for a surrogate, compared side by side
 	$(BIN)/fastqmd md examples/md_water_gfn1.yaml --overwrite
 	$(BIN)/fastqmd compare demo_out/md_water_tblite/trajectory.extxyz demo_out/md_water_gfn1/trajectory.extxyz -o demo_out/water_compare
+	# 4. NNH: 120 thermal water structures labelled with tblite GFN2 (step 2's level of theory) -> train a small NN
+	#    Hamiltonian (H alone, then forces; ~2 CPU min) -> evaluate -> NNH-MD at step 2's settings -> compare with
+	#    step 2's reference MD; md exits 3 on a blow-up, the check exits 1 if bonds, angle or T are off
+	$(BIN)/fastqmd generate benchmarks/nnh_train/demo_water_data.yaml
+	$(BIN)/fastqmd train benchmarks/nnh_train/demo_water_train.yaml --overwrite
+	$(BIN)/fastqmd evaluate demo_out/nnh_water_model/model.pt demo_out/nnh_water_gfn2.h5 -o demo_out/nnh_water_eval
+	$(BIN)/fastqmd md benchmarks/nnh_train/demo_water_md.yaml --overwrite
+	$(BIN)/fastqmd compare demo_out/md_water_tblite/trajectory.extxyz demo_out/md_water_nnh/trajectory.extxyz -o demo_out/water_nnh_compare
+	$(BIN)/python benchmarks/nnh_train/demo_water_check.py demo_out/water_nnh_compare.json --eval demo_out/nnh_water_eval/evaluation.json
 
 clean:
 	rm -rf $(VENV) demo_out
