@@ -65,3 +65,18 @@ def test_evaluate_writes_json_and_figures(overfit_run, water_h5, tmp_path):
     assert set(m["H_pair_mae_eV"]) >= {"onsite O-O", "offsite O-H", "offsite H-H"}
     assert m["forces_eV_per_A"]["mae"] < 0.3 and m["eigenvalue_mae_eV"]["all"] < 1.0
     assert (tmp_path / "ev" / "hamiltonian_error.png").stat().st_size > 1000
+
+
+def test_evaluate_subset_reads_split_json(overfit_run, water_h5, tmp_path):
+    cfg, _, _ = overfit_run  # trained with no val/test split: all 8 samples are "train"
+    model = str(Path(cfg.output) / "model.pt")
+    split = json.loads((Path(cfg.output) / "split.json").read_text())
+    assert len(split["train"]) == 8 and split["test"] == []
+    run = lambda *a: subprocess.run([sys.executable, "-m", "fastqmd.cli", "evaluate", model, str(water_h5), *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run("--subset", "train", "-o", str(tmp_path / "tr"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "tr" / "evaluation.json").read_text())["n_samples"] == 8
+    r = run("--subset", "test", "-o", str(tmp_path / "te"))
+    assert r.returncode == 2 and "test split is empty" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "te").exists()

@@ -37,6 +37,8 @@ def evaluate_cmd(
     bands: Optional[str] = typer.Option(None, "--bands", help="band structure of a perfect crystal along its "
                                         "high-symmetry path vs the dataset's engine unfolded from the N×N×N "
                                         "supercell: CRYSTAL-ELEMENT[@a]:N, e.g. fcc-Cu:4"),
+    subset: Optional[str] = typer.Option(None, "--subset", help="train, val or test: only the samples of that "
+                                         "split (from split.json next to MODEL, written by `fastqmd train`)"),
 ) -> None:
     """H, eigenvalue, energy and force errors of a trained NNH model → evaluation.json + PNG figures."""
     from fastqmd.errors import InputError
@@ -49,13 +51,31 @@ def evaluate_cmd(
         from fastqmd.nnh.bands import parse_crystal
 
         parse_crystal(bands)  # fail on a bad spec before the evaluation runs
-    m, files = evaluate_files(model, dataset, out, device=device, bands=bands)
+    keys = subset_keys(model, subset) if subset is not None else None
+    m, files = evaluate_files(model, dataset, out, device=device, bands=bands, keys=keys)
     f = m["forces_eV_per_A"]
     typer.echo(f"evaluate: {m['n_samples']} samples, H MAE {m['H_mae_eV']:.3g} eV ({m['H_mae_uEh']:.3g} μEh), "
                f"eigenvalue MAE {m['eigenvalue_mae_eV']['all']:.3g} eV"
                + (f", force MAE {f['mae']:.3g} eV/Å" if f else "")
                + (f", band MAE {1e3 * m['bands']['mae_eV']:.3g} meV" if "bands" in m else "")
                + f" -> {', '.join(str(p) for p in files)}")
+
+
+def subset_keys(model: Path, subset: str) -> list[str]:
+    """Sample keys of one split of the training run that wrote `model` (its folder's split.json)."""
+    import json
+
+    from fastqmd.errors import InputError
+
+    if subset not in ("train", "val", "test"):
+        raise InputError(f"--subset must be train, val or test, got {subset!r}")
+    path = model.parent / "split.json"
+    if not path.is_file():
+        raise InputError(f"--subset needs {path} (written by `fastqmd train` next to model.pt)")
+    keys = json.loads(path.read_text()).get(subset) or []
+    if not keys:
+        raise InputError(f"{path}: the {subset} split is empty")
+    return keys
 
 
 def register(app: typer.Typer) -> None:
