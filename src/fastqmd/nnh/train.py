@@ -248,7 +248,6 @@ def pretrain_overlap(model: EnergyModel, targets: list[Target], max_steps: int, 
     λ_min(S_θ) ≥ ½ λ_min(S_DFT) on every sample (checked every `check_every` steps), else after max_steps.
     Near-singular reference overlaps (e.g. GFN1 Cu: λ_min(S) ≈ 4e-3) need L_S ≲ 1e-7.
     Returns (L_S, steps, whether the metric criterion holds)."""
-    from fastqmd.nnh.blocks import to_kspace
 
     opt = torch.optim.Adam(model.s.parameters(), lr=lr)
     data = []
@@ -272,7 +271,6 @@ def pretrain_overlap(model: EnergyModel, targets: list[Target], max_steps: int, 
 @torch.no_grad()
 def _keeps_metric(model: EnergyModel, data) -> bool:
     """λ_min(S_θ(k)) ≥ ½ λ_min(S_DFT(k)) for every pretraining sample and k-point."""
-    from fastqmd.nnh.blocks import to_kspace
 
     for g, p, c, k, S in data:
         Sm = to_kspace(model.s(p, c, g), g, k)
