@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fastqmd.potential import Potential, System, calculator_to_potential
+from fastqmd.potential import Potential, System, calculator_to_potential, system_from_atoms
 
 
 def _as_potential(p) -> Potential:
@@ -52,6 +52,16 @@ class Drift:
     max_abs_dev_eV: float  # max |H(t) − H(0)|
     slope_eV_per_fs: float  # least-squares dH/dt
     std_eV: float
+
+
+def finite_difference_stress_xx(potential, atoms, h: float = 1e-5) -> float:
+    """σ_xx = (1/V) ∂E/∂ε_xx (eV/Å³) by central differences of the homogeneous strain cell → cell·diag(1 ± h, 1, 1)."""
+    E = []
+    for s in (h, -h):
+        a = atoms.copy()
+        a.set_cell(atoms.cell.array @ np.diag([1 + s, 1, 1]), scale_atoms=True)
+        E.append(float(_as_potential(potential).compute(system_from_atoms(a)).energy))
+    return (E[0] - E[1]) / (2 * h) / atoms.get_volume()
 
 
 def energy_drift(conserved: np.ndarray, time_fs: np.ndarray) -> Drift:

@@ -24,7 +24,7 @@ from fastqmd.nnh.potential import NNHPotential
 from fastqmd.orbitals import orbital_rotation, random_rotation
 from fastqmd.potential import system_from_atoms
 from fastqmd.reference.base import BasisSpec
-from fastqmd.testing import finite_difference_forces
+from fastqmd.testing import finite_difference_forces, finite_difference_stress_xx
 from fastqmd.units import BOHR_ANG
 
 S_ATOL = 1e-6  # max |S_table − S_tblite| (measured ≤ 5e-8: spline 2e-8 + tail beyond the cutoff < 1e-8/image)
@@ -227,13 +227,7 @@ def test_energy_model_with_table_overlap_stress_matches_strain_derivative():
     atoms = bulk("Cu", "fcc", a=3.61).repeat((2, 1, 1))
     atoms.rattle(0.05, seed=13)
     res = pot.compute(system_from_atoms(atoms))
-    h, V = 1e-5, atoms.get_volume()
-    E = []
-    for s in (h, -h):
-        a = atoms.copy()
-        a.set_cell(atoms.cell.array @ np.diag([1 + s, 1, 1]), scale_atoms=True)
-        E.append(float(pot.compute(system_from_atoms(a)).energy))
-    fd = (E[0] - E[1]) / (2 * h) / V
+    fd = finite_difference_stress_xx(pot, atoms)
     assert abs(fd) > 1e-4 and abs(res.extras["stress"][0] - fd) <= FD_RTOL * max(1.0, abs(fd)), (res.extras, fd)
 
 

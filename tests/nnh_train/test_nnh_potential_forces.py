@@ -10,7 +10,7 @@ from fastqmd.nnh import NNHConfig, OverlapConfig, RepulsionConfig
 from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig, energy_forces
 from fastqmd.nnh.potential import NNHPotential, frame_of
 from fastqmd.potential import PotentialCalculator, system_from_atoms
-from fastqmd.testing import finite_difference_forces
+from fastqmd.testing import finite_difference_forces, finite_difference_stress_xx
 
 FD_RTOL = 1e-6  # max |F − F_fd| ≤ FD_RTOL · max(1, max |F|) (float64, h = 1e-5 Å: O(h²) error ~1e-10)
 DEGENERACY_TOL = 1e-8  # eV: levels this close count as degenerate
@@ -57,13 +57,7 @@ def test_perfect_fcc_forces_and_stress_match_fd(cu_model):
     assert has_degeneracy(res.extras["eigenvalues"][0])  # degenerate by symmetry
     assert np.abs(res.forces.numpy()).max() < 1e-10  # perfect crystal: zero by symmetry
     # stress σ_xx = (1/V) ∂E/∂ε_xx by central differences of a homogeneous strain
-    h, V = 1e-5, atoms.get_volume()
-    E = []
-    for s in (h, -h):
-        a = atoms.copy()
-        a.set_cell(atoms.cell.array @ np.diag([1 + s, 1, 1]), scale_atoms=True)
-        E.append(float(pot.compute(system_from_atoms(a)).energy))
-    fd = (E[0] - E[1]) / (2 * h) / V
+    fd = finite_difference_stress_xx(pot, atoms)
     assert abs(res.extras["stress"][0] - fd) <= FD_RTOL * max(1.0, abs(fd))
 
 
