@@ -176,3 +176,25 @@ def test_repulsion_least_squares_recovers_a_known_pair_potential(water_h5):
     # index breaks it at O(1)
     assert info["F_rms_before_eV_A"] > 1e-2 and info["F_rms_after_eV_A"] < 1e-4 * info["F_rms_before_eV_A"]
     assert info["E_rms_after_eV"] < 1e-4 * info["E_rms_before_eV"] + 1e-6
+
+
+def test_resume_may_move_a_phase_boundary_not_yet_reached(tmp_path, water_h5):
+    """A phase may be shortened or lengthened before it ends (the resumed run is then the uninterrupted run of
+    the new config); a change that rewrites completed steps, or any other config change, is refused."""
+    from fastqmd.errors import InputError
+    from fastqmd.nnh.train import TrainConfig, config_json, resumable, train
+
+    base = dict(dataset=water_h5, output=tmp_path / "run", model=TINY_MODEL,
+                split=dict(val_fraction=0, test_fraction=0), max_steps=6, batch_size=2, ema_decay=0.0,
+                dtype="float64", progress=False, checkpoint_every=1)
+    cfg = TrainConfig(**base, loss=dict(h_only_steps=4, force_ramp_steps=3))
+    saved = config_json(cfg)
+    assert resumable(saved, TrainConfig(**base, loss=dict(h_only_steps=3, force_ramp_steps=1)), step=2)
+    assert resumable(saved, TrainConfig(**base, loss=dict(h_only_steps=9, force_ramp_steps=3)), step=2)
+    assert not resumable(saved, TrainConfig(**base, loss=dict(h_only_steps=1, force_ramp_steps=3)), step=2)
+    assert not resumable(saved, TrainConfig(**base, loss=dict(h_only_steps=4, force_ramp_steps=1)), step=5)
+    assert not resumable(saved, TrainConfig(**{**base, "lr": 1e-4}, loss=dict(h_only_steps=4)), step=2)
+    train(cfg, stop_after=2)
+    train(TrainConfig(**base, loss=dict(h_only_steps=3, force_ramp_steps=1)), stop_after=3)  # resumes
+    with pytest.raises(InputError, match="different training config"):
+        train(TrainConfig(**base, loss=dict(h_only_steps=1, force_ramp_steps=1)))

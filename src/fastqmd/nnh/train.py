@@ -448,6 +448,27 @@ def config_json(cfg: TrainConfig) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+FUTURE_ONLY_LOSS_FIELDS = ("h_only_steps", "rep_only_steps", "force_ramp_steps")
+
+
+def resumable(saved_json: str, cfg: TrainConfig, step: int) -> bool:
+    """May the checkpoint of a run with config `saved_json` (`config_json`) continue under `cfg` at `step`?
+    Yes if the configs are equal up to max_steps, checkpoint_every and the phase lengths
+    (`FUTURE_ONLY_LOSS_FIELDS`), provided every completed step s < step had the same phase and loss weights
+    under both: then the resumed run is the uninterrupted run of `cfg` (a phase may be shortened or lengthened
+    before it ends, e.g. to fit a time budget)."""
+    old, new = json.loads(saved_json), json.loads(config_json(cfg))
+    for d in (old, new):
+        d.pop("checkpoint_every", None)
+        for k in FUTURE_ONLY_LOSS_FIELDS:
+            d["loss"].pop(k, None)
+    if old != new:
+        return False
+    w_old = LossWeights(**json.loads(saved_json)["loss"])
+    return all(training_phase(w_old, s) == training_phase(cfg.loss, s)
+               and loss_weights(w_old, s) == loss_weights(cfg.loss, s) for s in range(step))
+
+
 def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) the run of `cfg`; returns the summary dict (also written to output/summary.json).
     `stop_after`: return after this many total steps without finishing (tests, benchmarks)."""
@@ -518,8 +539,9 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
     cj, ej = config_json(cfg), ecfg.model_dump_json()
     if resuming:
         c = load(ckpt)
-        if c.get("train_config") != cj:
-            raise InputError(f"{ckpt} belongs to a different training config; use --overwrite to start afresh")
+        if c.get("train_config") is None or not resumable(c["train_config"], cfg, c["progress"]["step"]):
+            raise InputError(f"{ckpt} belongs to a different training config (only max_steps, checkpoint_every "
+                             "and phase lengths not yet reached may change); use --overwrite to start afresh")
         model.load_state_dict(c["state"])
         opt.load_state_dict(c["optimizer"])
         ema = c.get("ema") or ema
