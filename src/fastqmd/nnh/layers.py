@@ -129,7 +129,7 @@ class UVUTensorProduct(torch.nn.Module):
         for i, dims in enumerate(self.entry_paths):
             u, width, c = self.irreps_in[i].mul, sum(dims), 0
             for dk in dims:
-                mul, ir = out[k]
+                ir = out[k][1]
                 cols = [z0 + a * width + c + m for a in range(u) for m in range(dk)]
                 pos.setdefault(ir, []).extend(cols)
                 c += dk
