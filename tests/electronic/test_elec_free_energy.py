@@ -190,6 +190,12 @@ def test_free_energy_identities():
     A0 = free_energy(H, None, w, Ne, kT)
     A1 = free_energy(H, torch.eye(5, dtype=H.dtype).expand(2, 5, 5), w, Ne, kT)
     assert abs(float(A0 - A1)) < 1e-13
+    # the sink hands out the forward's own eigensolution (no second eigensolve for per-frame ε)
+    for mode in ("mermin", "band"):
+        sink = {}
+        free_energy(H, S, w, Ne, kT, mode=mode, sink=sink)
+        assert torch.allclose(sink["spectrum"].eigenvalues, spec.eigenvalues, rtol=0, atol=1e-13)
+        assert abs(float(sink["spectrum"].fermi_level - spec.fermi_level)) < 1e-13
 
 
 def test_zero_temperature_limit_gapped():

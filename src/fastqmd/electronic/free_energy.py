@@ -217,8 +217,10 @@ class _MerminFreeEnergy(torch.autograd.Function):
     """A(H, S) with backward (w_k ρ_k, −w_k W_k); the backward is differentiable through `density_matrices`."""
 
     @staticmethod
-    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor):  # noqa: D102
+    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor, sink):  # noqa: D102
         spectrum = solve_spectrum(H, S, kweights, n_electrons, kT, spin_factor)
+        if sink is not None:
+            sink["spectrum"] = spectrum
         ctx.save_for_backward(H, S, kweights)
         ctx.spectrum, ctx.args = spectrum, (n_electrons, kT, spin_factor)
         return spectrum.free_energy.clone()
@@ -236,15 +238,17 @@ class _MerminFreeEnergy(torch.autograd.Function):
         wk = (gA * w.to(gA.dtype))[:, None, None]
         grad_H = _like(wk * rho, H) if ctx.needs_input_grad[0] else None
         grad_S = _like(-wk * W, S) if S is not None and ctx.needs_input_grad[1] else None
-        return grad_H, grad_S, None, None, None, None
+        return grad_H, grad_S, None, None, None, None, None
 
 
 class _BandEnergy(torch.autograd.Function):
     """The study's E_band = Σ w f ε with its (non-stationary) gradient; first derivatives only."""
 
     @staticmethod
-    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor):  # noqa: D102
+    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor, sink):  # noqa: D102
         spec = solve_spectrum(H, S, kweights, n_electrons, kT, spin_factor)
+        if sink is not None:
+            sink["spectrum"] = spec
         eps, f, w = spec.eigenvalues, spec.occupations, kweights.detach().to(spec.eigenvalues.dtype)
         f_eff = f
         if kT > 0:
@@ -264,7 +268,7 @@ class _BandEnergy(torch.autograd.Function):
         wk = (gA * w.to(gA.dtype))[:, None, None]
         grad_H = wk * ((C * f_eff[..., None, :].to(C.dtype)) @ C.mH)
         grad_S = -wk * ((C * (f_eff * eps)[..., None, :].to(C.dtype)) @ C.mH)
-        return _like(grad_H, H), (None if S is None else _like(grad_S, S)), None, None, None, None
+        return _like(grad_H, H), (None if S is None else _like(grad_S, S)), None, None, None, None, None
 
 
 def free_energy(
@@ -275,6 +279,7 @@ def free_energy(
     kT: float,
     spin_factor: float = 2.0,
     mode: str = "mermin",
+    sink: dict | None = None,
 ) -> Tensor:
     """Mermin free energy A = Σ_k w_k Σ_n f ε − kT S_el (mode="mermin") or band energy Σ w f ε (mode="band").
 
@@ -282,6 +287,7 @@ def free_energy(
     S None means an orthonormal basis. kweights [nk] sum to 1 (ignored shape-wise for [n, n] input: pass
     torch.ones(1)). n_electrons counts electrons described by H; kT ≥ 0 in H's energy unit; spin_factor g.
     Returns a 0-d tensor. Gradients: ∂A/∂H_k = w_k ρ_k, ∂A/∂S_k = −w_k W_k, twice differentiable (mermin).
+    sink: a dict that receives the forward's `Spectrum` under "spectrum" (ε, f, μ without a second eigensolve).
     """
     if H.dim() == 2:
         H = H[None]
@@ -291,9 +297,9 @@ def free_energy(
     if S is not None and S.shape != H.shape:
         raise ValueError(f"S shape {tuple(S.shape)} differs from H shape {tuple(H.shape)}")
     if mode == "mermin":
-        return _MerminFreeEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor))
+        return _MerminFreeEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor), sink)
     if mode == "band":
-        return _BandEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor))
+        return _BandEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor), sink)
     raise ValueError(f"mode must be 'mermin' or 'band', got {mode!r}")
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from fastqmd.config import FrozenModel
-from fastqmd.electronic import free_energy
+from fastqmd.electronic import Spectrum, free_energy
 from fastqmd.electronic.tblite_overlap import TableConfig, TabulatedOverlap
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.graph import Graph, build_graph
@@ -69,6 +69,7 @@ class EnergyParts:
     repulsion: Tensor  # 0-d eV
     H: Tensor  # [nk, nao, nao] eV
     S: Tensor  # [nk, nao, nao]
+    spectrum: Spectrum | None = None  # the eigensolution behind Ω (detached): ε per frame without a 2nd eigh
 
 
 class EnergyModel(torch.nn.Module):
@@ -177,11 +178,12 @@ class EnergyModel(torch.nn.Module):
         S = self.overlap(frame, p, c, positions, graph, kpts.to(dt), cell)
         if S.is_complex() and not H.is_complex():
             H = H.to(torch.complex128)
+        sink: dict = {}
         omega = free_energy(H, S, kw, n_electrons=self.n_electrons(frame.symbols), kT=self.kT,
-                            spin_factor=self.config.spin_factor, mode=self.config.energy_mode)
+                            spin_factor=self.config.spin_factor, mode=self.config.energy_mode, sink=sink)
         e_rep = self.rep(p, c, graph).to(torch.float64)
         E = omega + e_rep + self.reference_energy(frame.symbols)
-        return EnergyParts(E, omega, e_rep, H, S)
+        return EnergyParts(E, omega, e_rep, H, S, sink.get("spectrum"))
 
 
 def energy_forces(model: EnergyModel, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph,

@@ -81,9 +81,9 @@ class NNHPotential:
         parts, F, sigma = energy_forces(self.model, frame, pos.clone().requires_grad_(True), cell, g, stress=stress)
         extras = {}
         if self.eigenvalues:
-            spec = solve_spectrum(parts.H.detach(), parts.S.detach(),
-                                  torch.as_tensor(frame.kweights, device=self.device),
-                                  self.model.n_electrons(frame.symbols), self.model.kT, self.model.config.spin_factor)
+            spec = parts.spectrum or solve_spectrum(
+                parts.H.detach(), parts.S.detach(), torch.as_tensor(frame.kweights, device=self.device),
+                self.model.n_electrons(frame.symbols), self.model.kT, self.model.config.spin_factor)
             extras["eigenvalues"] = spec.eigenvalues.cpu().numpy()
             extras["fermi_level"] = float(spec.fermi_level)
         if sigma is not None:
