@@ -13,7 +13,7 @@ from ase.io import write
 from fastqmd.analysis.adf import adf, angles_frame
 from fastqmd.analysis.bonds import bond_angles, bond_lengths, topology
 from fastqmd.analysis.compare import analyze, compare
-from fastqmd.analysis.dos import gaussian_dos
+from fastqmd.analysis.dos import dos, gaussian_dos
 from fastqmd.analysis.msd import msd
 from fastqmd.analysis.rdf import rdf
 from fastqmd.analysis.vdos import peaks_cm1, vacf, vdos
@@ -121,6 +121,17 @@ def test_gaussian_dos_counts_states():
     e = np.linspace(-20, 20, 4001)
     d = gaussian_dos([np.array([-3.0, 0.0, 1.0]), np.array([-2.0, 0.5, 2.0])], e, 0.2)
     assert np.trapezoid(d, e) == pytest.approx(3.0, abs=1e-9)
+
+
+def test_default_dos_window_resolves_the_valence_despite_keV_outliers():
+    """A nearly singular S gives a few levels at keV (GFN1 Cu); the default grid must still resolve σ there."""
+    from ase import Atoms
+
+    levels = np.concatenate([np.linspace(-10.0, 2.0, 40), [900.0, 3000.0]])
+    frames = [Atoms("H", info={"eigenvalues": levels}) for _ in range(2)]
+    e, d = dos(frames, sigma_eV=0.1)
+    assert e[-1] < 2.0 + 20.0 + 1.0 and np.diff(e)[0] <= 0.025 + 1e-12
+    assert np.trapezoid(d, e) == pytest.approx(40.0, abs=1e-6)  # every valence state counted once
 
 
 def test_bonds_of_water():

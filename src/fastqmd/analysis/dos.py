@@ -21,10 +21,22 @@ def gaussian_dos(eigenvalues: list[np.ndarray], energies: np.ndarray, sigma_eV: 
     return out / max(len(eigenvalues), 1)
 
 
-def dos(frames, sigma_eV: float = 0.1, n_points: int = 600, window=None) -> tuple[np.ndarray, np.ndarray]:
-    """(E [n_points] eV, D(E)) over the frames' `eigenvalues`; `window` (E_min, E_max) or ±5σ of the data."""
+HIGH_WINDOW_EV = 20.0  # default window ends this far above the median level
+
+
+def default_window(eig: list[np.ndarray], sigma_eV: float) -> tuple[float, float]:
+    """(min ε − 5σ, min(max ε, median ε + 20 eV) + 5σ): every occupied and low unoccupied level, but not the
+    few levels at hundreds to thousands of eV that a nearly singular overlap produces (GFN1 Cu: up to 3 keV),
+    which would stretch the grid until σ is not resolved."""
+    allv = np.concatenate([np.ravel(e) for e in eig])
+    return float(allv.min() - 5 * sigma_eV), float(min(allv.max(), np.median(allv) + HIGH_WINDOW_EV) + 5 * sigma_eV)
+
+
+def dos(frames, sigma_eV: float = 0.1, n_points: int | None = None, window=None) -> tuple[np.ndarray, np.ndarray]:
+    """(E [n] eV, D(E)) over the frames' `eigenvalues`; `window` (E_min, E_max) or `default_window`; n_points
+    default: a spacing of σ/4 (at least 600, at most 20 000 points)."""
     eig = [np.asarray(f.info["eigenvalues"], dtype=float) for f in frames]
-    lo, hi = window if window is not None else (min(e.min() for e in eig) - 5 * sigma_eV,
-                                                 max(e.max() for e in eig) + 5 * sigma_eV)
-    e = np.linspace(lo, hi, n_points)
+    lo, hi = window if window is not None else default_window(eig, sigma_eV)
+    n = n_points or int(np.clip(np.ceil((hi - lo) / (0.25 * sigma_eV)) + 1, 600, 20000))
+    e = np.linspace(lo, hi, n)
     return e, gaussian_dos(eig, e, sigma_eV)
