@@ -134,6 +134,24 @@ def test_default_dos_window_resolves_the_valence_despite_keV_outliers():
     assert np.trapezoid(d, e) == pytest.approx(40.0, abs=1e-6)  # every valence state counted once
 
 
+def test_dos_overlap_tells_shifted_levels_apart():
+    from ase import Atoms
+
+    def analysis(shift):
+        levels = np.array([-8.0, -5.0, -2.0, -1.0]) + shift
+        frames = [Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], info={"eigenvalues": levels}) for _ in range(3)]
+        e, d = dos(frames, sigma_eV=0.1)
+        return {"dos_E_eV": e, "dos": d}
+
+    from fastqmd.analysis.compare import overlap
+
+    ref, same, far = analysis(0.0), analysis(0.0), analysis(0.3)  # 3σ: the Gaussians barely touch
+    same_ov = overlap(ref["dos_E_eV"], ref["dos"], np.interp(ref["dos_E_eV"], same["dos_E_eV"], same["dos"]))
+    far_ov = overlap(ref["dos_E_eV"], ref["dos"], np.interp(ref["dos_E_eV"], far["dos_E_eV"], far["dos"],
+                                                           left=0.0, right=0.0))
+    assert same_ov == pytest.approx(1.0, abs=1e-12) and far_ov < 0.2
+
+
 def test_bonds_of_water():
     w = molecule("H2O")
     bonds, angles = topology(w)

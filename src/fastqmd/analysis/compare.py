@@ -9,7 +9,8 @@ study compares at 500 fs).
   overlap(g₁, g₂) = 1 − ∫|g₁ − g₂| / ∫(g₁ + g₂)   (= 1 − ½∫|g₁−g₂|/∫ḡ; 1 identical, 0 disjoint) for RDF, ADF;
   msd_ratio = MSD_sur / MSD_ref at the last common time; mean and std of T; mean bond lengths and angles;
   VDOS: peak wavenumbers of each (Gaussian-smoothed, σ = 0.5 THz ≈ 17 cm⁻¹) and the overlap of the smoothed
-  spectra (surrogate interpolated onto the reference's frequency grid).
+  spectra (surrogate interpolated onto the reference's frequency grid); electronic DOS: the overlap of the
+  two DOS curves on the reference's energy grid (absolute energies; 0 outside the surrogate's window).
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ def compare(ref: dict, sur: dict) -> dict:
         nu = ref["vdos_nu_THz"]
         g_sur = np.interp(nu, sur["vdos_nu_THz"], vdos_mod.smooth(sur["vdos_nu_THz"], sur["vdos"], 0.5), right=0.0)
         m["vdos_overlap"] = overlap(nu, vdos_mod.smooth(nu, ref["vdos"], 0.5), g_sur)
+    if "dos" in ref and "dos" in sur:
+        e = ref["dos_E_eV"]
+        m["dos_overlap"] = overlap(e, ref["dos"], np.interp(e, sur["dos_E_eV"], sur["dos"], left=0.0, right=0.0))
     return m
 
 
