@@ -75,6 +75,8 @@ def test_kill9_resume_reproduces_uninterrupted_run(tmp_path, water_h5):
     r = run_cli("train", str(killed))
     assert r.returncode == 0, r.stderr
     assert "resumed at step" in r.stdout
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["wall_time_s_all_runs"] > summary["wall_time_s"] > 0  # the first run's steps counted too
     a = (tmp_path / "ref" / "metrics.jsonl").read_text()
     b = (tmp_path / "killed" / "metrics.jsonl").read_text()
     assert a == b  # every step's losses, lr, grad norm and every validation, bit for bit

@@ -26,7 +26,9 @@ def train_cmd(
     how = f"resumed at step {s['resumed_from']}" if s["resumed_from"] is not None else "new run"
     test = s.get("test") or {}
     extra = f", test H MAE {test['H_mae_eV']:.3g} eV, F MAE {test['F_mae_eV_A']:.3g} eV/Å" if test else ""
-    typer.echo(f"train: {s['steps']} steps ({how}) in {s['wall_time_s']:.1f} s{extra} -> {cfg.output}/model.pt")
+    took = f"{s['wall_time_s']:.1f} s" + (f" ({s['wall_time_s_all_runs']:.1f} s all runs)"
+                                            if s["resumed_from"] is not None else "")
+    typer.echo(f"train: {s['steps']} steps ({how}) in {took}{extra} -> {cfg.output}/model.pt")
 
 
 def evaluate_cmd(

@@ -534,7 +534,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay > 0 else None
 
     st = {"step": 0, "plateau_scale": 1.0, "plateau_best": float("inf"), "plateau_bad": 0, "best_val": float("inf"),
-          "bad_evals": 0, "stopped_early": False, "log_bytes": 0, "rep_fitted": False}
+          "bad_evals": 0, "stopped_early": False, "log_bytes": 0, "rep_fitted": False, "train_wall_s": 0.0}
     ckpt, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
     cj, ej = config_json(cfg), ecfg.model_dump_json()
     if resuming:
@@ -560,6 +560,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
         if rank != 0:
             return
         st["log_bytes"] = log_path.stat().st_size if log_path.exists() else 0
+        st["train_wall_s"] = wall_before + time.perf_counter() - t0  # all runs, up to this checkpoint
         atomic_save({"format": CHECKPOINT_FORMAT, "version": 1, "config": ej, "train_config": cj,
                      "state": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema or {},
                      "progress": dict(st), "rng": torch.get_rng_state()}, ckpt)
@@ -575,7 +576,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=not (cfg.progress and rank == 0))
     task = prog.add_task("train", total=cfg.max_steps, completed=st["step"], info="")
     end = min(cfg.max_steps, stop_after) if stop_after else cfg.max_steps
-    t0 = time.perf_counter()
+    t0, wall_before = time.perf_counter(), float(st["train_wall_s"])
     with prog:
         while st["step"] < end and not st["stopped_early"]:
             step = st["step"]
@@ -621,7 +622,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
     if world > 1:
         torch.distributed.barrier()
     summary = {"steps": st["step"], "resumed_from": resumed, "stopped_early": st["stopped_early"],
-               "wall_time_s": wall, "world_size": world, "split": {"train": len(train_t), "val": len(val_t),
+               "wall_time_s": wall, "wall_time_s_all_runs": wall_before + wall, "world_size": world, "split": {"train": len(train_t), "val": len(val_t),
                                                                   "test": len(test_t)}}
     if rank == 0 and (st["step"] >= cfg.max_steps or st["stopped_early"]):
         if not (out / "model.pt").exists() or not val_t:
