@@ -88,6 +88,7 @@ def main() -> None:
         "vdos_peaks_cm1": {"pyscf": cmp["reference"].get("vdos_peaks_cm1"),
                            "nnh": cmp["surrogate"].get("vdos_peaks_cm1")},
         "vdos_overlap": cmp.get("vdos_overlap"), "adf_overlap": cmp.get("adf_overlap"),
+        "electronic_dos_overlap": cmp.get("dos_overlap"),
         "T_mean_K": {"pyscf": cmp["reference"]["T_mean_K"], "nnh": cmp["surrogate"]["T_mean_K"]},
     }
     out = {
