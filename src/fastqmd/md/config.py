@@ -64,7 +64,7 @@ class NNHPotentialConfig(FrozenModel):
     dtype: Literal["float32", "float64"] | None = None  # network dtype; default: as trained
     kpoints_mesh: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)  # Γ-centred; Γ for supercells
     skin: float = Field(default=0.5, ge=0)  # Å: graph rebuilt when an atom moved more than skin/2
-    eigenvalues: bool = True  # store ε per frame (DOS in `fastqmd analyze`); costs one extra eigensolve
+    eigenvalues: bool = True  # store ε per frame (DOS in `fastqmd analyze`); taken from the energy's own eigensolve
 
 
 PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig,
