@@ -69,7 +69,7 @@ class EnergyParts:
     repulsion: Tensor  # 0-d eV
     H: Tensor  # [nk, nao, nao] eV
     S: Tensor  # [nk, nao, nao]
-    spectrum: Spectrum | None = None  # the eigensolution behind Ω (detached): ε per frame without a 2nd eigh
+    spectrum: Spectrum  # the eigensolution behind Ω (detached): ε per frame without a 2nd eigh
 
 
 class EnergyModel(torch.nn.Module):
@@ -183,7 +183,7 @@ class EnergyModel(torch.nn.Module):
                             spin_factor=self.config.spin_factor, mode=self.config.energy_mode, sink=sink)
         e_rep = self.rep(p, c, graph).to(torch.float64)
         E = omega + e_rep + self.reference_energy(frame.symbols)
-        return EnergyParts(E, omega, e_rep, H, S, sink.get("spectrum"))
+        return EnergyParts(E, omega, e_rep, H, S, sink["spectrum"])
 
 
 def energy_forces(model: EnergyModel, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from fastqmd.electronic import monkhorst_pack, solve_spectrum
+from fastqmd.electronic import monkhorst_pack
 from fastqmd.nnh.checkpoint import load_energy_model
 from fastqmd.nnh.energy import EnergyModel, Frame, energy_forces
 from fastqmd.potential import PotentialCalculator, Results, System
@@ -81,9 +81,7 @@ class NNHPotential:
         parts, F, sigma = energy_forces(self.model, frame, pos.clone().requires_grad_(True), cell, g, stress=stress)
         extras = {}
         if self.eigenvalues:
-            spec = parts.spectrum or solve_spectrum(
-                parts.H.detach(), parts.S.detach(), torch.as_tensor(frame.kweights, device=self.device),
-                self.model.n_electrons(frame.symbols), self.model.kT, self.model.config.spin_factor)
+            spec = parts.spectrum
             extras["eigenvalues"] = spec.eigenvalues.cpu().numpy()
             extras["fermi_level"] = float(spec.fermi_level)
         if sigma is not None:

@@ -458,13 +458,13 @@ def resumable(saved_json: str, cfg: TrainConfig, step: int) -> bool:
     under both: then the resumed run is the uninterrupted run of `cfg` (a phase may be shortened or lengthened
     before it ends, e.g. to fit a time budget)."""
     old, new = json.loads(saved_json), json.loads(config_json(cfg))
+    w_old = LossWeights(**old["loss"])
     for d in (old, new):
         d.pop("checkpoint_every", None)
         for k in FUTURE_ONLY_LOSS_FIELDS:
             d["loss"].pop(k, None)
     if old != new:
         return False
-    w_old = LossWeights(**json.loads(saved_json)["loss"])
     return all(training_phase(w_old, s) == training_phase(cfg.loss, s)
                and loss_weights(w_old, s) == loss_weights(cfg.loss, s) for s in range(step))
 
@@ -622,8 +622,8 @@ def train(cfg: TrainConfig, overwrite: bool = False, stop_after: int | None = No
     if world > 1:
         torch.distributed.barrier()
     summary = {"steps": st["step"], "resumed_from": resumed, "stopped_early": st["stopped_early"],
-               "wall_time_s": wall, "wall_time_s_all_runs": wall_before + wall, "world_size": world, "split": {"train": len(train_t), "val": len(val_t),
-                                                                  "test": len(test_t)}}
+               "wall_time_s": wall, "wall_time_s_all_runs": wall_before + wall, "world_size": world,
+               "split": {"train": len(train_t), "val": len(val_t), "test": len(test_t)}}
     if rank == 0 and (st["step"] >= cfg.max_steps or st["stopped_early"]):
         if not (out / "model.pt").exists() or not val_t:
             save_model(model, out / "model.pt", ema)
