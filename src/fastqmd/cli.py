@@ -32,26 +32,32 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
-def fail(message: str) -> None:
-    """Print one error line and exit with code 2."""
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit with `code` (2: bad input, 3: a failed calculation)."""
     typer.echo(f"error: {message}", err=True)
-    raise SystemExit(2)
+    raise SystemExit(code)
 
 
 def main() -> None:
-    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    """Console entry point: the one place where the error taxonomy (`fastqmd.errors`) meets exit codes.
+
+    `InputError` (and pydantic validation errors) → one line, exit 2; `CalculationFailed` → one line, exit 3
+    (the command has saved its last good state before raising).
+    """
     from pydantic import ValidationError
 
-    from fastqmd.errors import InputError
+    from fastqmd.errors import EXIT_CALCULATION, EXIT_INPUT, CalculationFailed, InputError
 
     try:
         app()
     except InputError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_INPUT)
     except ValidationError as exc:
         from fastqmd.config import format_validation_error
 
-        fail(format_validation_error(exc))
+        fail(format_validation_error(exc), EXIT_INPUT)
+    except CalculationFailed as exc:
+        fail(str(exc), EXIT_CALCULATION)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,16 @@ the one place that converts to eV/Å. Orbitals are stored as orthonormal vectors
 U Uᵀ = 1 (so ψ = U/√dV); the density is n(r) = Σ_n o_n |U_n(r)|² / dV with o_n ∈ [0, 2]. See docs/RSDFT.md.
 """
 
-from fastqmd.dft.forces import hellmann_feynman_forces
-from fastqmd.dft.grid import Grid
-from fastqmd.dft.scf import Model, SCFResult, scf
+import importlib
+
+# Lazy re-exports (PEP 562): the CLI imports fastqmd.dft.commands without the solver's dependencies.
+_EXPORTS = {"hellmann_feynman_forces": "forces", "Grid": "grid", "Model": "scf", "SCFResult": "scf", "scf": "scf"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fastqmd.dft.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fastqmd.dft' has no attribute {name!r}")
+
 
 __all__ = ["Grid", "Model", "SCFResult", "scf", "hellmann_feynman_forces"]

@@ -14,11 +14,32 @@ supercells, gradients reach positions and cell. The H model, S head and E_rep mu
 element set (species indices are sorted symbols). Energy Ω[H(k), S(k)] + E_rep: `fastqmd.electronic`.
 """
 
-from fastqmd.nnh.blocks import Blocks, BlockLayout, to_kspace, to_real_space
-from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
-from fastqmd.nnh.model import NNHConfig, NNHModel
-from fastqmd.nnh.overlap import OverlapConfig, TwoCentreOverlap, check_positive_definite
-from fastqmd.nnh.repulsion import Repulsion, RepulsionConfig
+import importlib
+
+# Lazy re-exports (PEP 562): importing fastqmd.nnh (e.g. for its CLI commands) must not import torch/e3nn.
+_EXPORTS = {
+    "Blocks": "blocks",
+    "BlockLayout": "blocks",
+    "to_kspace": "blocks",
+    "to_real_space": "blocks",
+    "Graph": "graph",
+    "build_graph": "graph",
+    "edge_vectors": "graph",
+    "NNHConfig": "model",
+    "NNHModel": "model",
+    "OverlapConfig": "overlap",
+    "TwoCentreOverlap": "overlap",
+    "check_positive_definite": "overlap",
+    "Repulsion": "repulsion",
+    "RepulsionConfig": "repulsion",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fastqmd.nnh.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fastqmd.nnh' has no attribute {name!r}")
+
 
 __all__ = [
     "BlockLayout",
