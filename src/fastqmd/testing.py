@@ -1,7 +1,13 @@
-"""Reusable physics checks for any fastqmd Potential (or ASE Calculator) and any MD run.
+"""Reusable physics checks for any fastqmd Potential (or ASE Calculator), any model kind and any MD run.
 
-- `finite_difference_forces` / `force_error`: F = −∂E/∂R against central differences
-  F_ia ≈ −[E(R + h e_ia) − E(R − h e_ia)] / 2h (error O(h²)).
+- `central_differences` / `check_gradient`: an analytic gradient g = ∂f/∂x of a scalar f against central
+  differences g_i ≈ [f(x + h e_i) − f(x − h e_i)] / 2h (error h²/6 |∂³f|), elementwise
+  |g_i − g_i^fd| ≤ atol + rtol |g_i^fd|; numpy or torch float64 arrays of any shape.
+- `finite_difference_forces` / `force_error`: F = −∂E/∂R of a Potential, built on `central_differences`.
+- `finite_difference_stress_xx`: σ_xx = (1/V) ∂E/∂ε_xx (ASE sign convention) by central differences.
+- `assert_equivariant`: f(Q x + t, P) = ρ_out(Q, t, P) f(x) for a random rotation Q (optionally improper),
+  translation t and permutation P of the atoms: invariant scalars, rotated vectors (forces), rotated rank-2
+  tensors (stress, Q σ Qᵀ), or any user-supplied output transform (e.g. orbital blocks D H Dᵀ).
 - `energy_drift`: maximum deviation and least-squares slope of a conserved quantity.
 - `canonical_temperature_check`: mean and spread of T against the canonical ensemble, in standard errors:
   ⟨T⟩ = T₀ and std(T) = T₀ √(2/g) for g kinetic degrees of freedom (E_kin is χ²_g-distributed); standard errors
@@ -10,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,20 +29,58 @@ def _as_potential(p) -> Potential:
     return p if hasattr(p, "compute") else calculator_to_potential(p)
 
 
-def finite_difference_forces(potential, system: System, h: float = 1e-4, atoms: list[int] | None = None) -> np.ndarray:
-    """[N, 3] central-difference forces (eV/Å) with step h (Å); rows not in `atoms` are NaN."""
-    pot = _as_potential(potential)
-    pos = system.positions.detach().clone()
-    out = np.full(tuple(pos.shape), np.nan)
-    for i in atoms if atoms is not None else range(pos.shape[0]):
-        for a in range(3):
-            e = []
-            for sgn in (1.0, -1.0):
-                p = pos.clone()
-                p[i, a] += sgn * h
-                e.append(float(pot.compute(system.with_positions(p)).energy))
-            out[i, a] = -(e[0] - e[1]) / (2 * h)
+def _numpy(x) -> np.ndarray:
+    """float64 numpy copy of a tensor, array or scalar."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def central_differences(f: Callable, x, h: float = 1e-4, indices: Sequence | None = None) -> np.ndarray:
+    """[x.shape] central differences [f(x + h e_i) − f(x − h e_i)] / 2h of a scalar f; entries not in
+    `indices` (tuples into x, default all) are NaN. x: numpy or torch array (f receives the same type)."""
+    x0 = x.detach().clone() if isinstance(x, torch.Tensor) else np.array(x, dtype=np.float64)
+    out = np.full(tuple(x0.shape), np.nan)
+    for idx in indices if indices is not None else np.ndindex(*x0.shape):
+        idx = tuple(int(i) for i in np.atleast_1d(idx))
+        f_pm = []
+        for sgn in (1.0, -1.0):
+            xp = x0.clone() if isinstance(x0, torch.Tensor) else x0.copy()
+            xp[idx] += sgn * h
+            f_pm.append(float(f(xp)))
+        out[idx] = (f_pm[0] - f_pm[1]) / (2 * h)
     return out
+
+
+def check_gradient(f: Callable, x, grad, *, h: float = 1e-4, atol: float = 1e-6, rtol: float = 0.0,
+                   indices: Sequence | None = None) -> float:
+    """Assert that `grad` (same shape as x) is ∂f/∂x at x: |grad_i − fd_i| ≤ atol + rtol |fd_i| for every
+    checked element (all, or `indices`), fd by `central_differences` with step h. Raises AssertionError
+    naming the worst element; returns max |grad − fd| over the checked elements."""
+    fd = central_differences(f, x, h, indices)
+    g = _numpy(grad)
+    if g.shape != fd.shape:
+        raise AssertionError(f"gradient shape {g.shape} != input shape {fd.shape}")
+    mask = ~np.isnan(fd)
+    err = np.where(mask, np.abs(g - fd), 0.0)
+    excess = np.where(mask, err - (atol + rtol * np.abs(fd)), -np.inf)
+    worst = np.unravel_index(int(np.argmax(excess)), fd.shape)
+    if excess[worst] > 0:
+        raise AssertionError(
+            f"gradient check failed at {tuple(int(i) for i in worst)}: analytic {g[worst]:.10g}, "
+            f"finite difference {fd[worst]:.10g} (h={h:g}), |diff| {err[worst]:.3g} > "
+            f"atol {atol:g} + rtol {rtol:g}·|fd|; max |diff| {err.max():.3g}"
+        )
+    return float(err.max())
+
+
+def finite_difference_forces(potential, system: System, h: float = 1e-4, atoms: list[int] | None = None) -> np.ndarray:
+    """[N, 3] central-difference forces −∂E/∂R (eV/Å) with step h (Å); rows not in `atoms` are NaN."""
+    pot = _as_potential(potential)
+    rows = atoms if atoms is not None else range(system.n_atoms)
+    fd = central_differences(lambda p: pot.compute(system.with_positions(p)).energy, system.positions,
+                             h, [(i, a) for i in rows for a in range(3)])
+    return -fd
 
 
 def force_error(potential, system: System, h: float = 1e-4, atoms: list[int] | None = None) -> float:
@@ -47,13 +92,6 @@ def force_error(potential, system: System, h: float = 1e-4, atoms: list[int] | N
     return float(np.abs(f[rows] - fd[rows]).max())
 
 
-@dataclass(frozen=True)
-class Drift:
-    max_abs_dev_eV: float  # max |H(t) − H(0)|
-    slope_eV_per_fs: float  # least-squares dH/dt
-    std_eV: float
-
-
 def finite_difference_stress_xx(potential, atoms, h: float = 1e-5) -> float:
     """σ_xx = (1/V) ∂E/∂ε_xx (eV/Å³) by central differences of the homogeneous strain cell → cell·diag(1 ± h, 1, 1)."""
     E = []
@@ -62,6 +100,133 @@ def finite_difference_stress_xx(potential, atoms, h: float = 1e-5) -> float:
         a.set_cell(atoms.cell.array @ np.diag([1 + s, 1, 1]), scale_atoms=True)
         E.append(float(_as_potential(potential).compute(system_from_atoms(a)).energy))
     return (E[0] - E[1]) / (2 * h) / atoms.get_volume()
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A rigid motion and relabelling of a structure: r → Q r + t for every atom, atom i' = perm[i']'s old index
+    (new = old[perm]). Q acts on Cartesian column vectors; rows of a [n, 3] array map as X Qᵀ."""
+
+    Q: np.ndarray  # [3, 3]
+    t: np.ndarray  # [3] Å
+    perm: np.ndarray  # [N] int
+
+    def vector(self, x):
+        """Rows rotated: x Qᵀ (cell vectors, any [..., 3] vector not tied to atoms)."""
+        return x @ _like(self.Q.T, x)
+
+    def positions(self, x):
+        """Atom positions: (x Qᵀ + t)[perm]."""
+        return (x @ _like(self.Q.T, x) + _like(self.t, x))[_index(self.perm, x)]
+
+    def per_atom(self, x):
+        """Per-atom labels or invariants: x[perm]."""
+        return x[_index(self.perm, x)]
+
+    def forces(self, x):
+        """Per-atom vectors: (x Qᵀ)[perm]."""
+        return self.vector(x)[_index(self.perm, x)]
+
+    def tensor(self, x):
+        """Rank-2 Cartesian tensor (stress): Q x Qᵀ."""
+        Q = _like(self.Q, x)
+        return Q @ x @ Q.T
+
+
+def _like(a: np.ndarray, x):
+    return torch.as_tensor(a, dtype=x.dtype, device=x.device) if isinstance(x, torch.Tensor) else np.asarray(a)
+
+
+def _index(perm: np.ndarray, x):
+    return torch.as_tensor(perm, device=x.device) if isinstance(x, torch.Tensor) else perm
+
+
+def random_transform(n_atoms: int, seed: int = 0, *, improper: bool = False, translation: bool = False,
+                     permutation: bool = False) -> Transform:
+    """A uniformly random rotation (times −1 if `improper`), optional random translation (±5 Å) and
+    permutation of n_atoms atoms."""
+    from fastqmd.orbitals import random_rotation
+
+    rng = np.random.default_rng(seed + 1)
+    Q = random_rotation(seed) * (-1.0 if improper else 1.0)
+    t = rng.uniform(-5.0, 5.0, 3) if translation else np.zeros(3)
+    perm = rng.permutation(n_atoms) if permutation else np.arange(n_atoms)
+    return Transform(Q, t, perm)
+
+
+_KINDS = {"invariant": lambda T, x: x, "positions": Transform.positions, "vector": Transform.vector,
+          "per_atom": Transform.per_atom, "forces": Transform.forces, "tensor": Transform.tensor}
+
+
+def _apply(kind, T: Transform, x):
+    if callable(kind):
+        return kind(x, T)
+    if kind not in _KINDS:
+        raise ValueError(f"unknown kind {kind!r}; one of {sorted(_KINDS)} or a callable (x, transform) -> x'")
+    return _KINDS[kind](T, x)
+
+
+def assert_equivariant(f: Callable, inputs: Sequence, in_kinds: Sequence, out_kinds, *, seed: int = 0,
+                       improper: bool = False, translation: bool = False, permutation: bool = False,
+                       transform: Transform | None = None, atol: float = 1e-9, rtol: float = 0.0) -> float:
+    """Assert f(ρ_in(g) x) = ρ_out(g) f(x) for one random g = (rotation Q, translation t, permutation P).
+
+    `inputs`: f's positional arguments (numpy or torch); `in_kinds` / `out_kinds` (one per input / output; a
+    single kind when f returns one array) say how each transforms:
+      "invariant"  unchanged (energies, charges of a fixed labelling, atomic numbers without permutation)
+      "positions"  [N, 3] atom positions: (x Qᵀ + t)[P]     "forces"   [N, 3] per-atom vectors: (x Qᵀ)[P]
+      "vector"     [..., 3] rows, e.g. cell vectors: x Qᵀ    "per_atom" [N, ...] labels/invariants: x[P]
+      "tensor"     [3, 3] rank-2 tensor, e.g. stress: Q x Qᵀ
+      callable     (x, transform) -> transformed x, e.g. lambda H, T: D(T.Q) @ H @ D(T.Q).T for orbital blocks.
+    `transform` overrides the random one. Raises AssertionError naming the worst output; returns max |error|.
+    """
+    T = transform or random_transform(_n_atoms(inputs, in_kinds), seed, improper=improper,
+                                      translation=translation, permutation=permutation)
+    moved = [_apply(k, T, x) for k, x in zip(in_kinds, inputs, strict=True)]
+    single = isinstance(out_kinds, str) or callable(out_kinds)
+    kinds = [out_kinds] if single else list(out_kinds)
+    y, y_moved = f(*inputs), f(*moved)
+    y, y_moved = ([y], [y_moved]) if single else (list(y), list(y_moved))
+    worst = 0.0
+    for i, (k, a, b) in enumerate(zip(kinds, y, y_moved, strict=True)):
+        expected, got = _numpy(_apply(k, T, a)), _numpy(b)
+        err = np.abs(got - expected)
+        bad = err > atol + rtol * np.abs(expected)
+        if bad.any():
+            j = np.unravel_index(int(np.argmax(np.where(bad, err, -1.0))), err.shape) if err.ndim else ()
+            raise AssertionError(f"output {i} ({k if isinstance(k, str) else 'custom'}) not equivariant: "
+                                 f"max |f(g·x) − g·f(x)| = {err.max():.3g} at {tuple(int(v) for v in j)} "
+                                 f"> atol {atol:g} + rtol {rtol:g}")
+        worst = max(worst, float(err.max()) if err.size else 0.0)
+    return worst
+
+
+def _n_atoms(inputs, kinds) -> int:
+    for x, k in zip(inputs, kinds, strict=True):
+        if k in ("positions", "per_atom", "forces"):
+            return int(x.shape[0])
+    return 0
+
+
+def potential_equivariance(potential, system: System, *, seed: int = 0, stress: bool = False, **kw) -> float:
+    """`assert_equivariant` for a Potential: E invariant and F, (σ) covariant under a random rotation (and
+    translation / permutation: keyword arguments of `assert_equivariant`) of positions and cell together."""
+    pot = _as_potential(potential)
+
+    def f(pos, cell, numbers):
+        r = pot.compute(System(pos, cell, system.pbc, numbers))
+        return (r.energy, r.forces, r.stress) if stress else (r.energy, r.forces)
+
+    out = ("invariant", "forces", "tensor") if stress else ("invariant", "forces")
+    return assert_equivariant(f, (system.positions, system.cell, system.numbers), ("positions", "vector", "per_atom"),
+                              out, seed=seed, **kw)
+
+
+@dataclass(frozen=True)
+class Drift:
+    max_abs_dev_eV: float  # max |H(t) − H(0)|
+    slope_eV_per_fs: float  # least-squares dH/dt
+    std_eV: float
 
 
 def energy_drift(conserved: np.ndarray, time_fs: np.ndarray) -> Drift:

@@ -43,7 +43,7 @@ def _advance(state: MDState, positions, velocities, potential: Potential, dt: fl
         velocities=velocities,
         forces=res.forces,
         energy=res.energy,
-        extras=dict(res.extras),
+        extras=res.per_frame(),
         step=state.step + 1,
         time_fs=state.time_fs + dt,
         aux=new_aux,

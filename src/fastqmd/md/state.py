@@ -157,7 +157,7 @@ def init_state(
         masses=masses.to(device=device, dtype=DTYPE),
         fixed=fixed.to(device=device),
         dof=dof,
-        extras=dict(res.extras),
+        extras=res.per_frame(),
     )
 
 
