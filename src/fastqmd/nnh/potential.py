@@ -3,9 +3,9 @@ Calculator).
 
 In:  `System` (positions [N, 3] Å, cell [3, 3] Å, pbc, atomic numbers), float64, CPU or CUDA.
 Out: `Results`: energy E = Ω[H_θ, S] + E_rep + Σ e_Z (eV, the force-consistent Mermin free energy), forces
-     −∂E/∂R (eV/Å, autograd through the exact-derivative free energy, finite at degeneracies), extras:
-     "eigenvalues" [nk, nao] eV (so `fastqmd analyze` plots the DOS), "fermi_level" eV, and for periodic cells
-     with a learned or tabulated S "stress" (Voigt xx yy zz yz xz xy, eV/Å³, ASE sign convention).
+     −∂E/∂R (eV/Å, autograd through the exact-derivative free energy, finite at degeneracies), eigenvalues
+     [nk, nao] eV (so `fastqmd analyze` plots the DOS; extras "fermi_level" eV), and for periodic cells with a
+     learned or tabulated S the stress [3, 3] eV/Å³ (ASE sign convention; `atoms.get_stress()` via ASE).
 Any cell size works (the model is local): the graph is rebuilt from a neighbour list at cutoff + skin only when
 some atom has moved more than skin/2 since the last build (or the cell changed) — edges beyond a term's cutoff
 contribute exactly zero, so the energy does not depend on when the graph was rebuilt.
@@ -40,6 +40,8 @@ def frame_of(system: System, mesh: tuple[int, int, int] = (1, 1, 1)) -> Frame:
 
 class NNHPotential:
     """`compute(System) -> Results` for an `EnergyModel` (module docstring)."""
+
+    capabilities = frozenset({"stress", "eigenvalues"})  # stress for periodic cells
 
     def __init__(self, model: EnergyModel, device: str | torch.device = "cpu",
                  kpoints_mesh: tuple[int, int, int] = (1, 1, 1), skin: float = 0.5, eigenvalues: bool = True):
@@ -79,15 +81,14 @@ class NNHPotential:
         g = self.graph(frame, pos.cpu().numpy(), cell.cpu().numpy())
         stress = any(frame.pbc)
         parts, F, sigma = energy_forces(self.model, frame, pos.clone().requires_grad_(True), cell, g, stress=stress)
-        extras = {}
-        if self.eigenvalues:
-            spec = parts.spectrum
-            extras["eigenvalues"] = spec.eigenvalues.cpu().numpy()
-            extras["fermi_level"] = float(spec.fermi_level)
-        if sigma is not None:
-            s = sigma.detach().cpu().numpy()
-            extras["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        return Results(parts.energy.detach().to(torch.float64), F.detach().to(torch.float64), extras)
+        spec = parts.spectrum if self.eigenvalues else None
+        return Results(
+            parts.energy.detach().to(torch.float64),
+            F.detach().to(torch.float64),
+            stress=None if sigma is None else sigma.detach().to(torch.float64),
+            eigenvalues=None if spec is None else spec.eigenvalues.detach().to(torch.float64),
+            extras={} if spec is None else {"fermi_level": float(spec.fermi_level)},
+        )
 
 
 def nnh_calculator(path: str | Path, device: str = "cpu", **kw) -> PotentialCalculator:
