@@ -7,6 +7,7 @@ unreadable file raises `InputError` (CLI: one line, exit code 2) before anything
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,21 +27,20 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def format_validation_error(exc: ValidationError) -> str:
-    """One line for the first problem of a pydantic error: `config key 'a.b': message (+N more)`."""
-    errs = exc.errors()
-    e = errs[0]
+    """One line naming every problem of a pydantic error: `missing config key 'a'; config key 'b.c': msg …`."""
+    return "; ".join(_problem(e) for e in exc.errors())
+
+
+def _problem(e) -> str:
     loc = ".".join(str(p) for p in e.get("loc", ()))
     kind = e.get("type", "")
     if kind == "extra_forbidden":
-        msg = f"unknown config key '{loc}'"
-    elif kind == "missing":
-        msg = f"missing config key '{loc}'"
-    else:
-        msg = f"config key '{loc}': {e.get('msg', 'invalid')}"
-        if "input" in e and not isinstance(e["input"], dict | list):
-            msg += f" (got {e['input']!r})"
-    if len(errs) > 1:
-        msg += f" (+{len(errs) - 1} more)"
+        return f"unknown config key '{loc}'"
+    if kind == "missing":
+        return f"missing config key '{loc}'"
+    msg = f"config key '{loc}': {e.get('msg', 'invalid')}"
+    if "input" in e and not isinstance(e["input"], dict | list):
+        msg += f" (got {e['input']!r})"
     return msg
 
 
@@ -69,3 +69,43 @@ def load_config(model: type[M], path: str | Path) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"{Path(path).name}: {format_validation_error(exc)}") from None
+
+
+# ---------------------------------------------------------------- output paths, checked before anything is written
+
+
+def check_output_file(path: str | Path, overwrite: bool | None = None, inputs: tuple = ()) -> Path:
+    """A file a command is about to write: its folder must exist, it must not be a folder or one of the
+    command's `inputs` (also through a symlink or another relative path), and with `overwrite=False` it must
+    not exist yet (`None`: a derived file that is simply replaced)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"output {p} is a folder; give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise InputError(f"cannot write {p}: the folder {parent} {what}")
+    for q in inputs:
+        if _same_file(p, Path(q)):
+            raise InputError(f"output {p} is the input {q}; choose another output file")
+    if overwrite is False and p.exists():
+        raise InputError(f"{p} exists; pass --overwrite to replace it")
+    return p
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """A folder a command will create (with its parents) once its input is valid: neither it nor an ancestor
+    may be a file. Nothing is created here."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise InputError(f"output folder {p}: {q} is a file, not a folder")
+            break
+    return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()

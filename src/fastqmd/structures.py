@@ -9,7 +9,7 @@ Three sources, each seeded so that structure i of a source is the same whatever 
   normal-mode sampling at a temperature (normal modes from a GFN-xTB Hessian at the relaxed geometry).
 - `StructureFile`: any ASE-readable file of structures (extxyz, traj, cif, POSCAR, ...).
 `validate_atoms` rejects what no engine should see (non-finite coordinates, atoms closer than 0.5 Å,
-zero-volume periodic cells) with an `InputError`.
+zero-volume periodic cells) with an `InputError`; `generate`, `md` and `rsdft single` all use it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, reference_states
-from pydantic import Field, PositiveInt
+from pydantic import AliasChoices, Field, PositiveInt
 
 from fastqmd.config import FrozenModel
 from fastqmd.errors import InputError
@@ -47,7 +47,9 @@ class RattledBulk(FrozenModel):
 class Molecule(FrozenModel):
     kind: Literal["molecule"] = "molecule"
     name: str | None = None  # ASE molecule name (ase.build.molecule), e.g. "H2O"
-    file: Path | None = None  # or a structure file (first frame)
+    # or a structure file (first frame): key `path:` as in `kind: file` (`file:` is accepted too; the field
+    # keeps its old name so that config hashes of existing runs do not change)
+    file: Path | None = Field(default=None, validation_alias=AliasChoices("path", "file"))
     sampling: Literal["random", "thermal"] = "thermal"
     displacement_A: float = Field(default=0.05, ge=0)  # random: uniform in [−d, d] per component
     temperature_K: float = Field(default=300.0, gt=0)  # thermal: normal-mode temperature
@@ -59,7 +61,7 @@ class Molecule(FrozenModel):
 
 class StructureFile(FrozenModel):
     kind: Literal["file"] = "file"
-    path: Path
+    path: Path = Field(validation_alias=AliasChoices("path", "file"))  # `file:` accepted as in `kind: molecule`
     index: str = ":"  # ASE index string
     format: str | None = None
 
@@ -120,7 +122,7 @@ def rattled_bulk(src: RattledBulk) -> list[Atoms]:
 
 def _molecule_base(src: Molecule) -> Atoms:
     if (src.name is None) == (src.file is None):
-        raise InputError("molecule: give exactly one of 'name' or 'file'")
+        raise InputError("molecule: give exactly one of 'name' or 'path' (a structure file)")
     if src.file is not None:
         return read_structures(src.file, "0")[0]
     from ase.build import molecule
@@ -261,14 +263,22 @@ def min_distance(atoms: Atoms) -> float:
 
 
 def validate_atoms(atoms: Atoms, label: str = "structure") -> None:
-    """Reject non-finite coordinates, zero-volume periodic cells and atoms closer than 0.5 Å."""
+    """Reject what no engine should see — the one structure check of `generate`, `md` and `rsdft single`:
+    no atoms, non-finite coordinates or cell, a zero-volume periodic cell, mixed periodic/non-periodic axes,
+    atoms closer than 0.5 Å (all periodic images; a bounded vesin search, O(N))."""
+    from fastqmd.neighbors import min_distance as closest_below
+
+    if len(atoms) == 0:
+        raise InputError(f"{label}: no atoms")
     if not np.all(np.isfinite(atoms.positions)):
         raise InputError(f"{label}: non-finite (NaN or infinite) coordinates")
     if atoms.pbc.any():
+        if not atoms.pbc.all():
+            raise InputError(f"{label}: mixed periodic/non-periodic axes (pbc {atoms.pbc.tolist()}) are not supported")
         if not np.all(np.isfinite(atoms.cell.array)):
             raise InputError(f"{label}: non-finite cell")
         if abs(atoms.cell.volume) < 1e-6:
             raise InputError(f"{label}: periodic cell has zero volume")
-    d = min_distance(atoms)
+    d = closest_below(atoms.positions, atoms.cell.array, atoms.pbc, MIN_DISTANCE_A)
     if d < MIN_DISTANCE_A:
         raise InputError(f"{label}: two atoms are {d:.3f} Å apart (minimum {MIN_DISTANCE_A} Å)")

@@ -1,4 +1,7 @@
-"""`fastqmd analyze TRAJ` and `fastqmd compare REF TRAJ [TRAJ ...]`: JSON numbers + one PNG figure."""
+"""`fastqmd analyze TRAJ` and `fastqmd compare REF TRAJ [TRAJ ...]`: JSON numbers + one PNG figure.
+
+Every trajectory is read and checked (finite frames, one system, the same system as the reference) and every
+output path checked (its folder exists, it is not an input) before anything is computed or written."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import json
 from pathlib import Path
 
 import typer
+
+from fastqmd.cli_options import above, at_least
 
 
 def _options(rmax, at_fs, from_fs, adf_cutoff, sigma, timestep):
@@ -15,24 +20,40 @@ def _options(rmax, at_fs, from_fs, adf_cutoff, sigma, timestep):
                            dos_sigma_eV=sigma, timestep_fs=timestep)
 
 
-def _analyze_file(path: Path, opts):
-    from fastqmd.analysis.compare import analyze
-    from fastqmd.errors import InputError
+def _read(path: Path):
+    """The frames of a trajectory, validated (`validate_frames`)."""
+    from fastqmd.analysis.compare import validate_frames
     from fastqmd.md.trajectory import read_trajectory
 
     frames = read_trajectory(path)
+    validate_frames(frames, str(path))
+    return frames
+
+
+def _analyze(path: Path, frames, opts):
+    from fastqmd.analysis.compare import analyze
+    from fastqmd.errors import InputError
+
     try:
         return analyze(frames, opts)
     except ValueError as exc:
         raise InputError(f"{path}: {exc}") from None
 
 
-RMAX = typer.Option(6.0, "--rmax", help="RDF range (Å)")
-AT = typer.Option(None, "--at-fs", help="RDF/ADF/DOS at this time only (the NNH study: 500)")
-FROM = typer.Option(0.0, "--from-fs", help="else average RDF/ADF/DOS over frames from this time on")
-CUT = typer.Option(None, "--adf-cutoff", help="ADF neighbour cutoff (Å); default 1.25 × shortest distance")
-SIG = typer.Option(0.1, "--sigma", help="Gaussian broadening of the electronic DOS (eV)")
-DT = typer.Option(None, "--timestep-fs", help="time between frames, for files without time_fs")
+def _outputs(prefix: str, inputs) -> tuple[Path, Path]:
+    """The JSON and PNG files of an output prefix (derived files: replaced when they exist)."""
+    from fastqmd.config import check_output_file
+
+    return tuple(check_output_file(f"{prefix}{ext}", inputs=tuple(inputs)) for ext in (".json", ".png"))
+
+
+RMAX = typer.Option(6.0, "--rmax", callback=above(0), help="RDF range (Å)")
+AT = typer.Option(None, "--at-fs", callback=at_least(0), help="RDF/ADF/DOS at this time only (the NNH study: 500)")
+FROM = typer.Option(0.0, "--from-fs", callback=at_least(0), help="else average RDF/ADF/DOS over frames from this time on")
+CUT = typer.Option(None, "--adf-cutoff", callback=above(0),
+                   help="ADF neighbour cutoff (Å); default 1.25 × shortest distance")
+SIG = typer.Option(0.1, "--sigma", callback=above(0), help="Gaussian broadening of the electronic DOS (eV)")
+DT = typer.Option(None, "--timestep-fs", callback=above(0), help="time between frames, for files without time_fs")
 
 
 def analyze_cmd(
@@ -45,11 +66,11 @@ def analyze_cmd(
     from fastqmd.analysis.compare import summary, to_json
     from fastqmd.analysis.plots import plot_analyses
 
-    a = _analyze_file(traj, _options(rmax, at_fs, from_fs, adf_cutoff, sigma, timestep_fs))
-    prefix = out or traj.with_suffix("")
-    js = Path(f"{prefix}_analysis.json")
+    frames = _read(traj)
+    js, png = _outputs(f"{out or traj.with_suffix('')}_analysis", [traj])
+    a = _analyze(traj, frames, _options(rmax, at_fs, from_fs, adf_cutoff, sigma, timestep_fs))
     js.write_text(json.dumps(to_json({"summary": summary(a), "data": a}), indent=1))
-    png = plot_analyses([a], [_label(traj)], Path(f"{prefix}_analysis.png"))
+    png = plot_analyses([a], [_label(traj)], png)
     s = summary(a)
     typer.echo(f"analyze: T = {s['T_mean_K']:.1f} ± {s['T_std_K']:.1f} K, MSD(end) = {s['msd_end_A2']:.4g} Å² "
                f"-> {js}, {png}")
@@ -58,25 +79,28 @@ def analyze_cmd(
 def compare_cmd(
     ref: Path = typer.Argument(..., help="reference trajectory (solid red)"),
     trajs: list[Path] = typer.Argument(..., help="surrogate trajectories (dashed black, ...)"),
-    out: Path = typer.Option(Path("compare"), "--out", "-o", help="output prefix"),
+    out: Path = typer.Option(Path("compare"), "--out", "-o", help="output prefix (its folder must exist)"),
     rmax: float = RMAX, at_fs: float = AT, from_fs: float = FROM, adf_cutoff: float = CUT,
     sigma: float = SIG, timestep_fs: float = DT,
 ) -> None:
-    """Compare surrogate trajectories with a reference: agreement metrics (JSON) and the comparison figure."""
-    from fastqmd.analysis.compare import compare, default_adf_cutoff, to_json
+    """Compare surrogate trajectories with a reference (the same system): agreement metrics (JSON) and the
+    comparison figure."""
+    from fastqmd.analysis.compare import check_same_system, compare, default_adf_cutoff, to_json
     from fastqmd.analysis.plots import plot_analyses
-    from fastqmd.md.trajectory import read_trajectory
 
+    paths = [ref, *trajs]
+    frames = [_read(p) for p in paths]
+    for p, f in zip(trajs, frames[1:]):
+        check_same_system(frames[0], f, str(ref), str(p))
+    js, png = _outputs(str(out), paths)
     if adf_cutoff is None:  # one cutoff for all, from the reference
-        adf_cutoff = default_adf_cutoff(read_trajectory(ref, index="0")[0])
+        adf_cutoff = default_adf_cutoff(frames[0][0])
     opts = _options(rmax, at_fs, from_fs, adf_cutoff, sigma, timestep_fs)
-    analyses = [_analyze_file(p, opts) for p in [ref, *trajs]]
+    analyses = [_analyze(p, f, opts) for p, f in zip(paths, frames)]
     metrics = {str(p): compare(analyses[0], a) for p, a in zip(trajs, analyses[1:])}
-    js = Path(f"{out}.json")
-    js.parent.mkdir(parents=True, exist_ok=True)
     js.write_text(json.dumps(to_json({"reference": str(ref), "metrics": metrics}), indent=1))
-    names = [_label(p) for p in [ref, *trajs]]
-    png = plot_analyses(analyses, [f"{names[0]} (reference)"] + names[1:], Path(f"{out}.png"))
+    names = [_label(p) for p in paths]
+    png = plot_analyses(analyses, [f"{names[0]} (reference)"] + names[1:], png)
     for p, m in metrics.items():
         parts = [f"{k} = {m[k]:.4f}" for k in ("rdf_overlap", "adf_overlap", "msd_ratio") if k in m]
         typer.echo(f"compare {p}: " + ", ".join(parts))

@@ -5,6 +5,9 @@ vacf, vdos (THz), (eigenvalues) dos E/D, (molecules) bond lengths and angles vs 
 averaged over the frames at t ≥ `opts.from_fs`, or taken at the single frame nearest `opts.at_fs` (the NNH
 study compares at 500 fs).
 
+`validate_frames` and `check_same_system` reject (InputError) non-finite frames, a trajectory whose atoms
+change, and a comparison of different systems, before anything is computed.
+
 `compare(ref, sur)` metrics (sur vs ref):
   overlap(g₁, g₂) = 1 − ∫|g₁ − g₂| / ∫(g₁ + g₂)   (= 1 − ½∫|g₁−g₂|/∫ḡ; 1 identical, 0 disjoint) for RDF, ADF;
   msd_ratio = MSD_sur / MSD_ref at the last common time; mean and std of T; mean bond lengths and angles;
@@ -25,6 +28,7 @@ from fastqmd.analysis import dos as dos_mod
 from fastqmd.analysis import msd as msd_mod
 from fastqmd.analysis import rdf as rdf_mod
 from fastqmd.analysis import thermo, vdos as vdos_mod
+from fastqmd.errors import InputError
 from fastqmd.neighbors import atoms_pairs
 
 
@@ -38,6 +42,28 @@ class AnalysisOptions:
     from_fs: float = 0.0  # else averaged over frames with t ≥ from_fs
     dos_sigma_eV: float = 0.1
     timestep_fs: float | None = None  # only for frames without time_fs
+
+
+def validate_frames(frames, label: str) -> None:
+    """One system throughout, with finite coordinates, cells and velocities: else an InputError."""
+    first = frames[0]
+    for i, f in enumerate(frames):
+        if len(f) != len(first) or not np.array_equal(f.numbers, first.numbers):
+            raise InputError(f"{label}: frame {i} has other atoms than frame 0 ({len(f)} vs {len(first)} atoms "
+                             f"{first.get_chemical_formula()})")
+        bad = [name for name, x in (("coordinates", f.positions), ("cell", f.cell.array),
+                                    ("velocities", f.arrays.get("velocities", 0.0))) if not np.all(np.isfinite(x))]
+        if bad:
+            raise InputError(f"{label}: frame {i} has non-finite (NaN or infinite) {' and '.join(bad)}")
+
+
+def check_same_system(ref, other, ref_label: str, label: str) -> None:
+    """`compare` needs the same system in both trajectories: atom count, composition and periodicity."""
+    a, b = ref[0], other[0]
+    if len(a) != len(b) or sorted(a.numbers) != sorted(b.numbers) or not np.array_equal(a.pbc, b.pbc):
+        raise InputError(f"{label} ({b.get_chemical_formula()}, {len(b)} atoms, pbc {b.pbc.tolist()}) is not the "
+                         f"system of the reference {ref_label} ({a.get_chemical_formula()}, {len(a)} atoms, "
+                         f"pbc {a.pbc.tolist()})")
 
 
 def default_adf_cutoff(atoms) -> float:

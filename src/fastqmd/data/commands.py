@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from fastqmd.cli_options import at_least
+
 dataset_app = typer.Typer(help="Inspect and export reference datasets.", no_args_is_help=True)
 
 
@@ -16,7 +18,8 @@ def generate_cmd(
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", help="Address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786) "
         "instead of a LocalCluster on 127.0.0.1."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Override the config's worker count."),
+    workers: Optional[int] = typer.Option(None, "--workers", callback=at_least(0),
+                                          help="Override the config's worker count."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute samples recorded as failed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -25,8 +28,8 @@ def generate_cmd(
     from fastqmd.data.generate import GenerateConfig, generate
 
     cfg = load_config(GenerateConfig, config)
-    if workers is not None:
-        cfg = cfg.model_copy(update={"workers": workers})
+    if workers is not None:  # validated by the config's own rule (one line, exit 2, before any work)
+        cfg = GenerateConfig.model_validate({**cfg.model_dump(), "workers": workers})
     rep = generate(cfg, scheduler=scheduler, retry_failed=retry_failed, progress=not quiet)
     typer.echo(
         f"{cfg.output}: {rep.requested} structures, {rep.already_done} already done, "
@@ -54,14 +57,19 @@ def export_cmd(
     format: str = typer.Option("extxyz", "--format", help="Output format (extxyz)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: FILE.extxyz)."),
     include_failed: bool = typer.Option(False, "--include-failed", help="Also write failed structures."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
-    """Export structures with energies and forces (e.g. for other MLIP codes)."""
+    """Export structures with energies and forces (e.g. for other MLIP codes). Never writes onto the dataset;
+    an existing output file is replaced only with --overwrite."""
+    from fastqmd.config import check_output_file
     from fastqmd.data.info import export_extxyz
+    from fastqmd.data.store import Dataset
     from fastqmd.errors import InputError
 
     if format != "extxyz":
         raise InputError(f"unsupported export format '{format}' (supported: extxyz)")
-    out = output or file.with_suffix(".extxyz")
+    Dataset(file).close()  # a missing or foreign file is reported before the output is looked at
+    out = check_output_file(output or file.with_suffix(".extxyz"), overwrite=overwrite, inputs=(file,))
     n = export_extxyz(file, out, include_failed)
     typer.echo(f"wrote {n} frames to {out}")
 

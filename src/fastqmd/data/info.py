@@ -72,11 +72,27 @@ def summarize(path: str | Path) -> dict[str, Any]:
 
 
 def export_extxyz(path: str | Path, out: str | Path, include_failed: bool = False) -> int:
-    """Write structures with energy/forces (SinglePointCalculator) to extxyz; returns frames written."""
+    """Write structures with energy/forces (SinglePointCalculator) to extxyz; returns frames written.
+
+    The file is written to a unique temporary sibling and renamed into place, so `out` is either the old
+    file or the complete new one. The caller checks `out` first (`fastqmd.config.check_output_file`)."""
+    import os
+    import tempfile
+
     from ase.io import write
+
+    from fastqmd.atomic import replace_durably
 
     ds = Dataset(path)
     frames = [ds.atoms(k) for k in ds.keys(None if include_failed else "ok")]
     ds.close()
-    write(out, frames, format="extxyz")
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        write(tmp, frames, format="extxyz")
+        replace_durably(Path(tmp), out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return len(frames)

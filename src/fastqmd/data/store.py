@@ -149,18 +149,38 @@ def atomic_write(path: Path, fill) -> None:
 
 
 def read_header(path: Path) -> Header:
-    """Engine and settings of an existing dataset; anything else at `path` is an InputError."""
+    """Engine and settings of an existing dataset; a file that is not a dataset, or whose root attributes
+    are damaged (missing, unparsable JSON, no /samples group), is one InputError naming what is wrong."""
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT_NAME:
-                raise InputError(f"{path} is not a fastqmd dataset")
-            version = int(f.attrs["schema_version"])
-            if version > SCHEMA_VERSION:
-                raise InputError(f"{path} has schema version {version}; this fastqmd reads ≤ {SCHEMA_VERSION}")
-            return Header(str(f.attrs["engine"]), json.loads(f.attrs["settings"]))
+            return _parse_root(f, path)
     except OSError:
         raise InputError(f"{path} exists and is not a readable HDF5 dataset") from None
+
+
+def _parse_root(f: h5py.File, path: Path) -> Header:
+    if f.attrs.get("format") != FORMAT_NAME:
+        raise InputError(f"{path} is not a fastqmd dataset")
+    missing = [name for name in ("schema_version", "engine", "settings") if name not in f.attrs]
+    if missing:
+        raise InputError(f"{path}: corrupt dataset header (missing attribute '{missing[0]}')")
+    try:
+        version = int(f.attrs["schema_version"])
+        engine = f.attrs["engine"]
+        settings = json.loads(f.attrs["settings"])
+        for name in PER_ELEMENT_ATTRS:  # written with the first sample: absent in a dataset without any
+            if not isinstance(json.loads(f.attrs.get(name, "{}")), dict):
+                raise ValueError(f"'{name}' is not a mapping")
+        if not isinstance(settings, dict):
+            raise ValueError("'settings' is not a mapping")
+        if not isinstance(f.get(SAMPLES), h5py.Group):
+            raise ValueError(f"no '/{SAMPLES}' group")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: corrupt dataset header ({str(exc).splitlines()[0]})") from None
+    if version > SCHEMA_VERSION:
+        raise InputError(f"{path} has schema version {version}; this fastqmd reads ≤ {SCHEMA_VERSION}")
+    return Header(str(engine), settings)
 
 
 class Dataset:

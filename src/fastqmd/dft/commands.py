@@ -1,4 +1,8 @@
-"""CLI: `fastqmd rsdft single STRUCTURE` — one real-space KS calculation: energy, eigenvalues, forces, timing."""
+"""CLI: `fastqmd rsdft single STRUCTURE` — one real-space KS calculation: energy, eigenvalues, forces, timing.
+
+The structure gets the checks of `generate` and `md` (`fastqmd.structures.validate_atoms`: atoms closer than
+0.5 Å, NaN coordinates, a zero-volume cell → exit 2); an SCF that does not converge is a `CalculationFailed`
+(exit 3, raised by the solver)."""
 
 from __future__ import annotations
 
@@ -9,14 +13,17 @@ from typing import Optional
 
 import typer
 
+from fastqmd.cli_options import above, at_least
+
 rsdft_app = typer.Typer(help="High-fidelity real-space finite-difference Kohn–Sham DFT.", no_args_is_help=True)
 
 
 def single_cmd(
     structure: Path = typer.Argument(..., help="Structure file readable by ASE (xyz, extxyz, cif, POSCAR, ...)."),
-    points: int = typer.Option(64, "--points", min=8, help="Grid points per axis."),
+    points: int = typer.Option(64, "--points", callback=at_least(8), help="Grid points per axis."),
     fd_order: int = typer.Option(4, "--fd-order", help="FD Laplacian order: 2, 4, 6 or 8."),
-    box_ang: Optional[float] = typer.Option(None, "--box-ang", help="Cubic box edge in Å (default: the structure's cell)."),
+    box_ang: Optional[float] = typer.Option(None, "--box-ang", callback=above(0),
+                                            help="Cubic box edge in Å (default: the structure's cell)."),
     centered: bool = typer.Option(False, "--centered", help="Grid on [−L/2, L/2)³ instead of [0, L)³."),
     isolated: bool = typer.Option(False, "--isolated", help="Free-space boundary conditions (default periodic)."),
     xc: str = typer.Option("teter93", "--xc", help="teter93, pz81 or pbe."),
@@ -24,18 +31,13 @@ def single_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Run one SCF and print the free energy, KS eigenvalues, forces and wall time."""
-    import ase.io
     import numpy as np
 
-    from fastqmd.dft.calculator import RSDFTCalculator
     from fastqmd.errors import InputError
+    from fastqmd.structures import read_structures, validate_atoms
 
-    if not structure.is_file():
-        raise InputError(f"structure file not found: {structure}")
-    try:
-        atoms = ase.io.read(structure)
-    except Exception as exc:  # ASE raises many types for unreadable files
-        raise InputError(f"cannot read {structure}: {exc}") from None
+    atoms = read_structures(structure, "-1")[0]  # the last frame, as ase.io.read
+    validate_atoms(atoms, str(structure))  # the structure checks of `generate` and `md`
     if fd_order not in (2, 4, 6, 8):
         raise InputError(f"--fd-order must be 2, 4, 6 or 8, got {fd_order}")
     if xc not in ("teter93", "pz81", "pbe") or eigensolver not in ("lobpcg", "abpg"):
@@ -47,6 +49,8 @@ def single_cmd(
     if centered:
         Lv = np.full(3, L) if L is not None else np.diag(atoms.cell.array)
         origin = tuple(-Lv / 2)
+    from fastqmd.dft.calculator import RSDFTCalculator
+
     calc = RSDFTCalculator(grid_points=points, fd_order=fd_order, box_ang=L, origin_ang=origin,
                            boundary="isolated" if isolated else "periodic", xc=xc, eigensolver=eigensolver)
     atoms.calc = calc

@@ -148,12 +148,19 @@ def _nnh_potential(src: NNHPotentialConfig):
                                   kpoints_mesh=src.kpoints_mesh, skin=src.skin, eigenvalues=src.eigenvalues)
 
 
-def build_calculator(src: EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig):
-    """Config → ASE Calculator."""
-    if isinstance(src, NNHPotentialConfig):
-        from fastqmd.potential import PotentialCalculator
+def check_elements(src, symbols) -> None:
+    """Reject elements a potential has no parameters for, before it is evaluated (EMT: ASE's table)."""
+    if isinstance(src, EMTPotential):
+        from ase.calculators.emt import parameters
 
-        return PotentialCalculator(_nnh_potential(src), device=src.device)
+        missing = sorted(set(symbols) - set(parameters))
+        if missing:
+            raise InputError(f"potential 'emt' has no parameters for {', '.join(missing)} "
+                             f"(EMT knows {', '.join(sorted(parameters))})")
+
+
+def build_calculator(src: EMTPotential | ReferencePotential | ASEPotential):
+    """Config → ASE Calculator (NNH models are potentials of their own: `build_potential`)."""
     if isinstance(src, EMTPotential):
         from ase.calculators.emt import EMT
 

@@ -8,8 +8,12 @@ rewrites what followed, so a run killed at any moment (kill -9 included) and rer
 files to an uninterrupted run. Checkpoints are written to a temporary file, fsynced and renamed into place,
 after the output files were fsynced, so the checkpoint never points beyond what is on disk.
 
+Validate first, then write: a rejected run (bad structure, potential, checkpoint, output folder) creates,
+cuts or deletes nothing — also with `overwrite`, which replaces an earlier run only once the new one is valid.
+
 Blow-up guard: non-finite energy/forces/positions, T above `guard.max_temperature_K`, or two atoms closer than
-`guard.min_distance_A` stop the run with `MDBlowUp`; the last good frame is saved to last_good.extxyz.
+`guard.min_distance_A` stop the run with `MDBlowUp` (a `CalculationFailed`: CLI exit code 3); the last good
+frame is saved to last_good.extxyz first.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from pathlib import Path
 import torch
 
 from fastqmd.atomic import atomic_torch_save
-from fastqmd.errors import InputError
-from fastqmd.md.config import MDConfig, build_integrator, build_potential
+from fastqmd.config import check_output_dir
+from fastqmd.errors import CalculationFailed, InputError
+from fastqmd.md.config import MDConfig, build_integrator, build_potential, check_elements
 from fastqmd.md.state import (
     MDState,
     degrees_of_freedom,
@@ -36,14 +41,22 @@ from fastqmd.md.state import (
     state_to_dict,
     temperature,
 )
-from fastqmd.md.trajectory import THERMO_HEADER, AppendFile, frame_text, state_to_atoms, thermo_row, truncate_file
+from fastqmd.md.trajectory import (
+    THERMO_HEADER,
+    AppendFile,
+    check_length,
+    frame_text,
+    state_to_atoms,
+    thermo_row,
+    truncate_file,
+)
 
 TRAJ, THERMO, CKPT = "trajectory.extxyz", "thermo.csv", "checkpoint.pt"
 CONFIG, LAST_GOOD = "config.json", "last_good.extxyz"
 
 
-class MDBlowUp(RuntimeError):
-    """The simulation became unphysical (NaN, runaway temperature, atoms overlapping)."""
+class MDBlowUp(CalculationFailed):
+    """The simulation became unphysical (NaN, runaway temperature, atoms overlapping): CLI exit code 3."""
 
 
 @dataclass(frozen=True)
@@ -64,41 +77,34 @@ def config_hash(cfg: MDConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def initial_state(cfg: MDConfig, potential, integrator) -> MDState:
-    """Structure → masses, pinned mask, degrees of freedom, Maxwell–Boltzmann velocities → first state."""
-    from fastqmd.structures import build_structures
+def start_structure(cfg: MDConfig, check_potential: bool = True):
+    """The first structure of `cfg.structure`, validated like every structure (`validate_atoms`), with the
+    pinned indices and (`check_potential`) the potential's elements checked against it."""
+    from fastqmd.structures import build_structures, validate_atoms
 
     atoms = build_structures(cfg.structure)[0]
-    validate_start(atoms)
-    n = len(atoms)
-    bad = [i for i in cfg.pinned if i >= n]
+    validate_atoms(atoms, "md structure")
+    bad = [i for i in cfg.pinned if i >= len(atoms)]
     if bad:
-        raise InputError(f"pinned atom index {bad[0]} out of range (structure has {n} atoms)")
+        raise InputError(f"pinned atom index {bad[0]} out of range (structure has {len(atoms)} atoms)")
+    if check_potential:
+        check_elements(cfg.potential, atoms.get_chemical_symbols())
+    return atoms
+
+
+def initial_state(cfg: MDConfig, atoms, potential, integrator) -> MDState:
+    """Structure → masses, pinned mask, degrees of freedom, Maxwell–Boltzmann velocities → first state."""
+    n = len(atoms)
     fixed = torch.zeros(n, dtype=torch.bool)
     fixed[list(cfg.pinned)] = True
     conserving = cfg.ensemble.kind != "langevin"
     dof = degrees_of_freedom(n, len(set(cfg.pinned)), momentum_conserved=conserving)
     masses = masses_of(atoms, cfg.masses)
     v = maxwell_boltzmann(masses, fixed, cfg.temperature_K, dof, cfg.seed, remove_com=True)
-    state = init_state(atoms, potential, v, masses, fixed, dof, cfg.device)
-    return integrator.init(state)
-
-
-def validate_start(atoms) -> None:
-    """Reject non-finite coordinates and atoms closer than 0.5 Å (vesin neighbour list: O(N), unlike an
-    all-pairs distance matrix, so 10⁴-atom cells are fine)."""
-    import numpy as np
-
-    from fastqmd.neighbors import min_distance
-    from fastqmd.structures import MIN_DISTANCE_A
-
-    if not np.all(np.isfinite(atoms.positions)):
-        raise InputError("md structure: non-finite (NaN or infinite) coordinates")
-    if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-6:
-        raise InputError("md structure: periodic cell has zero volume")
-    d = min_distance(atoms.positions, atoms.cell.array, atoms.pbc, MIN_DISTANCE_A)
-    if d < MIN_DISTANCE_A:
-        raise InputError(f"md structure: two atoms are {d:.3f} Å apart (minimum {MIN_DISTANCE_A} Å)")
+    state = integrator.init(init_state(atoms, potential, v, masses, fixed, dof, cfg.device))
+    if not (torch.isfinite(state.energy) and torch.isfinite(state.forces).all()):
+        raise CalculationFailed("md: the potential gives non-finite energy or forces for the starting structure")
+    return state
 
 
 def check_state(state: MDState, cfg: MDConfig, check_distance: bool) -> str | None:
@@ -168,26 +174,37 @@ def rate_text(s_per_step: float, dt_fs: float) -> tuple[float, str]:
 
 
 def run_md(cfg: MDConfig, overwrite: bool = False, potential=None) -> RunSummary:
-    """Run (or resume) the MD of `cfg`. `potential` overrides the config's potential (library use)."""
-    out = Path(cfg.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run (or resume) the MD of `cfg`. `potential` overrides the config's potential (library use).
+
+    Everything is validated first — output folder, structure, potential (built and evaluated once),
+    integrator, the checkpoint of a resumed run — and only then are files of `output.dir` created, cut back
+    or (`overwrite`) deleted: a rejected run leaves an earlier run's files byte-identical."""
+    out = check_output_dir(cfg.output.dir)
     ckpt_path, traj_path, log_path = out / CKPT, out / TRAJ, out / THERMO
     chash = config_hash(cfg)
+    resume = ckpt_path.exists() and not overwrite
+    atoms = None if resume else start_structure(cfg, check_potential=potential is None)
     potential = potential if potential is not None else build_potential(cfg.potential)
     integ = build_integrator(cfg)
-    resumed_from = None
-    if ckpt_path.exists() and not overwrite:
+    if resume:
         ck = load_checkpoint(ckpt_path, cfg.device)
         if ck["config_hash"] != chash:
             raise InputError(f"{out} holds a run of a different config; use another output.dir or --overwrite")
-        truncate_file(traj_path, ck["traj_bytes"])
-        truncate_file(log_path, ck["log_bytes"])
+        check_length(traj_path, ck["traj_bytes"])
+        check_length(log_path, ck["log_bytes"])
         state = ck["state"]
         resumed_from = state.step
     else:
+        state = initial_state(cfg, atoms, potential, integ)
+        resumed_from = None
+    # valid: only now touch the output folder
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        truncate_file(traj_path, ck["traj_bytes"])
+        truncate_file(log_path, ck["log_bytes"])
+    else:
         for name in (TRAJ, THERMO, CKPT, LAST_GOOD):
             (out / name).unlink(missing_ok=True)
-        state = initial_state(cfg, potential, integ)
     (out / CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     traj, log = AppendFile(traj_path), AppendFile(log_path, THERMO_HEADER)
     try:

@@ -84,10 +84,15 @@ class AppendFile:
         self.fh.close()
 
 
-def truncate_file(path: Path, size: int) -> None:
-    """Cut `path` back to `size` bytes (it must be at least that long)."""
+def check_length(path: Path, size: int) -> None:
+    """A restart needs `path` to be at least as long as its checkpoint recorded."""
     if not path.exists() or path.stat().st_size < size:
         raise InputError(f"cannot restart: {path} is shorter than its checkpoint says; delete the output dir")
+
+
+def truncate_file(path: Path, size: int) -> None:
+    """Cut `path` back to `size` bytes (it must be at least that long)."""
+    check_length(path, size)
     with open(path, "r+b") as fh:
         fh.truncate(size)
         fh.flush()
@@ -111,8 +116,8 @@ def read_trajectory(path: str | Path, index: str = ":") -> list[Atoms]:
 
 def frame_velocities(atoms: Atoms) -> np.ndarray:
     """Velocities in Å/fs: our `velocities` array, else ASE momenta/masses converted from ASE units."""
-    from ase import units
+    from fastqmd.units import FS
 
     if "velocities" in atoms.arrays:
         return np.asarray(atoms.arrays["velocities"])
-    return atoms.get_velocities() * units.fs
+    return atoms.get_velocities() * FS

@@ -8,11 +8,13 @@ from typing import Optional
 
 import typer
 
+from fastqmd.cli_options import at_least
+
 
 def train_cmd(
     config: Path = typer.Argument(..., help="Training config (YAML), see fastqmd.nnh.train.TrainConfig"),
     overwrite: bool = typer.Option(False, "--overwrite", help="start afresh even if a checkpoint exists"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="override max_steps"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", callback=at_least(1), help="override max_steps"),
 ) -> None:
     """Train an NN-Hamiltonian energy model on H, forces, energies (and S); kill and rerun to resume.
     Data parallel: torchrun --nproc_per_node P -m fastqmd.cli train CONFIG.yaml"""
@@ -43,12 +45,13 @@ def evaluate_cmd(
                                          "split (from split.json next to MODEL, written by `fastqmd train`)"),
 ) -> None:
     """H, eigenvalue, energy and force errors of a trained NNH model → evaluation.json + PNG figures."""
+    from fastqmd.config import check_output_dir
     from fastqmd.errors import InputError
     from fastqmd.nnh.evaluate import evaluate_files
 
     if device not in ("cpu", "cuda"):
         raise InputError(f"--device must be cpu or cuda, got {device!r}")
-    out = output or model.with_name(model.stem + "_eval")
+    out = check_output_dir(output or model.with_name(model.stem + "_eval"))
     if bands is not None:
         from fastqmd.nnh.bands import parse_crystal
 

@@ -22,9 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from fastqmd.electronic import solve_spectrum
 from fastqmd.nnh.checkpoint import load_energy_model
 from fastqmd.nnh.energy import EnergyModel, energy_forces
 from fastqmd.nnh.targets import Target, load_targets
@@ -34,13 +32,45 @@ FERMI_WINDOW_EV = 1.0
 
 
 def predict(model: EnergyModel, t: Target, device="cpu"):
-    """(E, F [N, 3], H(k), eigenvalues [nk, n]) of the model for target t (numpy)."""
+    """(E, F [N, 3], H(k), eigenvalues [nk, n]) of the model for target t (numpy); the eigenvalues are those
+    of the energy's own eigensolve (`EnergyParts.spectrum`)."""
     g = model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(device)
     parts, F, _ = energy_forces(model, t.frame, t.positions.to(device).clone(), t.cell.to(device), g)
-    spec = solve_spectrum(parts.H.detach(), parts.S.detach(), torch.as_tensor(t.frame.kweights, device=device),
-                          model.n_electrons(t.frame.symbols), model.kT, model.config.spin_factor)
     return (float(parts.energy.detach()), F.detach().cpu().numpy(), parts.H.detach().cpu().numpy(),
-            spec.eigenvalues.cpu().numpy())
+            parts.spectrum.eigenvalues.detach().cpu().numpy())
+
+
+def check_dataset_fits(model: EnergyModel, dataset: Path, keys: list[str] | None = None) -> None:
+    """The dataset's samples (`keys`, default all ok ones) must exist and hold only elements the model knows,
+    in the model's basis (the shells it predicts blocks for): else one InputError, before any work."""
+    from fastqmd.data.store import Dataset
+    from fastqmd.errors import InputError
+
+    ds = Dataset(dataset)
+    try:
+        ok = ds.keys("ok")
+        if keys is not None:
+            missing = sorted(set(keys) - set(ok))
+            if missing:
+                raise InputError(f"{dataset} has no successful sample {missing[0]} (of {len(missing)} asked for); "
+                                 "is --subset's split.json from a model of another dataset?")
+        numbers = set()
+        for k in keys if keys is not None else ok:
+            numbers.update(int(z) for z in ds.group(k)["numbers"][()])
+        shells = ds.basis.shells
+    finally:
+        ds.close()
+    from ase.data import chemical_symbols
+
+    elements = sorted(chemical_symbols[z] for z in numbers)
+    lacking = [el for el in elements if el not in model.species]
+    if lacking:
+        raise InputError(f"the model knows {', '.join(model.species)} but {dataset} has {', '.join(lacking)}")
+    basis = model.config.h.basis
+    for el in elements:
+        if tuple(shells.get(el, ())) != tuple(basis[el]):
+            raise InputError(f"{dataset}: basis of {el} is l = {list(shells.get(el, ()))}, the model's is "
+                             f"l = {list(basis[el])} (a dataset of another engine or basis)")
 
 
 def pair_labels(model: EnergyModel) -> dict[str, list[str]]:
@@ -174,6 +204,7 @@ def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str =
     """Load, evaluate, write out_dir/evaluation.json and the PNGs; `bands` (e.g. "fcc-Cu:4") adds the
     high-symmetry-path band structure (module docstring)."""
     model = load_energy_model(model_path, device=device)
+    check_dataset_fits(model, dataset, keys)
     targets = load_targets(dataset, keys)
     metrics, arrays = evaluate(model, targets, device)
     metrics.update(model=str(model_path), dataset=str(dataset))
