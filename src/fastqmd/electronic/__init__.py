@@ -9,7 +9,8 @@ Out: H(k) = Σ_R e^{i2πk·R} H(R) (kspace), Fermi–Dirac occupations with μ f
 Units: energies in eV (H, ε, μ, kT, A); S dimensionless; k in reduced coordinates.
 Conventions: H(R)_μν = ⟨μ,0|H|ν,R⟩, H(−R) = H(R)ᵀ; occupations include the spin factor; gradients w.r.t.
 complex H follow torch's convention (for a real loss, the gradient w.r.t. a Hermitian H is ρ itself).
-A non-positive-definite S raises `OverlapNotPositiveDefiniteError`.
+A non-positive-definite S raises `OverlapNotPositiveDefiniteError` (a `fastqmd.errors.CalculationFailed`).
+Pure math: nothing here imports a model package (nnh, mor, …); tests/electronic/test_elec_boundaries.py checks it.
 """
 
 from fastqmd.electronic.dos import band_structure, gaussian_dos, integrated_dos

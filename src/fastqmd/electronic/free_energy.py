@@ -46,10 +46,13 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from fastqmd.electronic.occupations import fermi_dirac_derivative, fermi_entropy, occupations
+from fastqmd.errors import CalculationFailed
 
 
-class OverlapNotPositiveDefiniteError(ValueError):
-    """The overlap matrix S(k) is not positive definite (e.g. a learned S that lost its metric property)."""
+class OverlapNotPositiveDefiniteError(CalculationFailed, ValueError):
+    """The overlap matrix S(k) is not positive definite (e.g. a learned S that lost its metric property).
+
+    A `CalculationFailed` (valid input, failed calculation: CLI exit 3); also a ValueError, as it always was."""
 
 
 # |x_i − x_j| (in units of kT) below which Γ uses the cancellation-free sinhc form
@@ -67,6 +70,7 @@ class Spectrum:
     entropy: Tensor  # 0-d S_el (dimensionless), 0 at kT = 0
     free_energy: Tensor  # 0-d A = Σ w f ε − kT S_el
     band_energy: Tensor  # 0-d Σ w f ε
+    cholesky: Tensor | None = None  # [nk, n, n] lower L, S = L L^† (None: orthonormal basis), reused by the backward
 
 
 def hermitize(A: Tensor) -> Tensor:
@@ -136,24 +140,61 @@ def step_divided_differences(eps: Tensor, f: Tensor) -> Tensor:
 
 
 def solve_spectrum(
-    H: Tensor, S: Tensor | None, kweights: Tensor, n_electrons: float, kT: float, spin_factor: float = 2.0
+    H: Tensor, S: Tensor | None, kweights: Tensor, n_electrons: float, kT: float, spin_factor: float = 2.0,
+    cholesky: Tensor | None = None,
 ) -> Spectrum:
     """Eigenvalues, coefficients, occupations, μ, S_el, A and Σ f ε of (H, S) without gradients.
 
     H, S: [nk, n, n] (Hermitian parts are used), S None for an orthonormal basis; kweights [nk] summing to 1.
+    cholesky: L of S = L L^† (`cholesky_overlap(hermitize(S))`) when the caller has factored S already: S is
+    then not factored again (the factor travels on in `Spectrum.cholesky`).
     """
     with torch.no_grad():
         if not bool(torch.isfinite(H).all()) or (S is not None and not bool(torch.isfinite(S).all())):
             raise ValueError("H or S contains NaN or inf")
         H, S = _promote(hermitize(H.detach()), None if S is None else hermitize(S.detach()))
-        L = None if S is None else cholesky_overlap(S)
+        if S is None:
+            L = None
+        else:
+            L = cholesky_overlap(S) if cholesky is None else cholesky.detach().to(S.dtype)
         eps, U = torch.linalg.eigh(orthonormalize(H, L))
         C = U if L is None else torch.linalg.solve_triangular(L.mH, U, upper=True)  # C = L⁻† U
         w = kweights.detach().to(eps.dtype)
         f, mu = occupations(eps, w, n_electrons, kT, spin_factor)
         entropy = fermi_entropy(eps, mu, kT, w, spin_factor) if kT > 0 else eps.new_zeros(())
         band = (w[:, None] * f * eps).sum()
-        return Spectrum(eps, C, f, mu, entropy, band - kT * entropy, band)
+        return Spectrum(eps, C, f, mu, entropy, band - kT * entropy, band, L)
+
+
+class _FactoredCholesky(torch.autograd.Function):
+    """L = chol(S) from a factor computed beforehand (no second factorization), differentiable in S with
+    torch's Cholesky VJP (Murray 2016, arXiv:1602.07527):
+
+        Ḡ_S = L^{−†} Φ(L^† Ḡ_L) L^{−1},   Φ(X) = ½ (tril X + (tril₋₁ X)^†).
+
+    Once differentiable (L is a constant inside the backward)."""
+
+    @staticmethod
+    def forward(ctx, S, L):  # noqa: D102
+        ctx.save_for_backward(L)
+        return L.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gL):  # noqa: D102
+        (L,) = ctx.saved_tensors
+        P = (L.mH @ gL).tril()
+        P = 0.5 * (P + P.tril(-1).mH)
+        gS = torch.linalg.solve_triangular(L.mH, P, upper=True, left=True)
+        return torch.linalg.solve_triangular(L, gS, upper=False, left=False), None
+
+
+def _overlap_factor(S: Tensor, L: Tensor | None) -> Tensor:
+    """L of S = L L^† (S Hermitian, [nk, n, n]): the given factor (differentiable in S if S needs it), or a new one."""
+    if L is None:
+        return cholesky_overlap(S)
+    L = L.to(S.dtype)
+    return _FactoredCholesky.apply(S, L) if S.requires_grad else L
 
 
 class _OrthonormalDensity(torch.autograd.Function):
@@ -199,7 +240,7 @@ def density_matrices(
     if spectrum is None:
         spectrum = solve_spectrum(H, S, kweights, n_electrons, kT, spin_factor)
     H, S = _promote(hermitize(H), None if S is None else hermitize(S))
-    L = None if S is None else cholesky_overlap(S)
+    L = None if S is None else _overlap_factor(S, spectrum.cholesky)
     Hp = orthonormalize(H, L)
     eps, f, mu = spectrum.eigenvalues, spectrum.occupations, spectrum.fermi_level
     U = spectrum.coefficients if L is None else L.detach().mH @ spectrum.coefficients  # U = L^† C
@@ -217,8 +258,8 @@ class _MerminFreeEnergy(torch.autograd.Function):
     """A(H, S) with backward (w_k ρ_k, −w_k W_k); the backward is differentiable through `density_matrices`."""
 
     @staticmethod
-    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor, sink):  # noqa: D102
-        spectrum = solve_spectrum(H, S, kweights, n_electrons, kT, spin_factor)
+    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor, sink, cholesky):  # noqa: D102
+        spectrum = solve_spectrum(H, S, kweights, n_electrons, kT, spin_factor, cholesky)
         if sink is not None:
             sink["spectrum"] = spectrum
         ctx.save_for_backward(H, S, kweights)
@@ -238,15 +279,15 @@ class _MerminFreeEnergy(torch.autograd.Function):
         wk = (gA * w.to(gA.dtype))[:, None, None]
         grad_H = _like(wk * rho, H) if ctx.needs_input_grad[0] else None
         grad_S = _like(-wk * W, S) if S is not None and ctx.needs_input_grad[1] else None
-        return grad_H, grad_S, None, None, None, None, None
+        return grad_H, grad_S, None, None, None, None, None, None
 
 
 class _BandEnergy(torch.autograd.Function):
     """The study's E_band = Σ w f ε with its (non-stationary) gradient; first derivatives only."""
 
     @staticmethod
-    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor, sink):  # noqa: D102
-        spec = solve_spectrum(H, S, kweights, n_electrons, kT, spin_factor)
+    def forward(ctx, H, S, kweights, n_electrons, kT, spin_factor, sink, cholesky):  # noqa: D102
+        spec = solve_spectrum(H, S, kweights, n_electrons, kT, spin_factor, cholesky)
         if sink is not None:
             sink["spectrum"] = spec
         eps, f, w = spec.eigenvalues, spec.occupations, kweights.detach().to(spec.eigenvalues.dtype)
@@ -268,7 +309,7 @@ class _BandEnergy(torch.autograd.Function):
         wk = (gA * w.to(gA.dtype))[:, None, None]
         grad_H = wk * ((C * f_eff[..., None, :].to(C.dtype)) @ C.mH)
         grad_S = -wk * ((C * (f_eff * eps)[..., None, :].to(C.dtype)) @ C.mH)
-        return _like(grad_H, H), (None if S is None else _like(grad_S, S)), None, None, None, None, None
+        return _like(grad_H, H), (None if S is None else _like(grad_S, S)), None, None, None, None, None, None
 
 
 def free_energy(
@@ -280,6 +321,7 @@ def free_energy(
     spin_factor: float = 2.0,
     mode: str = "mermin",
     sink: dict | None = None,
+    cholesky: Tensor | None = None,
 ) -> Tensor:
     """Mermin free energy A = Σ_k w_k Σ_n f ε − kT S_el (mode="mermin") or band energy Σ w f ε (mode="band").
 
@@ -288,18 +330,22 @@ def free_energy(
     torch.ones(1)). n_electrons counts electrons described by H; kT ≥ 0 in H's energy unit; spin_factor g.
     Returns a 0-d tensor. Gradients: ∂A/∂H_k = w_k ρ_k, ∂A/∂S_k = −w_k W_k, twice differentiable (mermin).
     sink: a dict that receives the forward's `Spectrum` under "spectrum" (ε, f, μ without a second eigensolve).
+    cholesky: the lower Cholesky factor of hermitize(S) (`cholesky_overlap`) if the caller has factored S already
+    (e.g. to check it is positive definite): S is then factored nowhere else, forward or backward.
     """
     if H.dim() == 2:
         H = H[None]
         S = None if S is None else S[None]
+        cholesky = None if cholesky is None else cholesky[None]
     if kweights.shape != (H.shape[0],):
         raise ValueError(f"kweights shape {tuple(kweights.shape)} does not match {H.shape[0]} k-points")
     if S is not None and S.shape != H.shape:
         raise ValueError(f"S shape {tuple(S.shape)} differs from H shape {tuple(H.shape)}")
     if mode == "mermin":
-        return _MerminFreeEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor), sink)
+        return _MerminFreeEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor), sink,
+                                       cholesky)
     if mode == "band":
-        return _BandEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor), sink)
+        return _BandEnergy.apply(H, S, kweights, float(n_electrons), float(kT), float(spin_factor), sink, cholesky)
     raise ValueError(f"mode must be 'mermin' or 'band', got {mode!r}")
 
 
