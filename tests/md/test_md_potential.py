@@ -83,3 +83,28 @@ def test_pyscf_reference_nose_hoover(tmp_path):
     th = _thermo(tmp_path)
     assert th.shape[0] == 13
     assert np.abs(th[:, 6] - th[0, 6]).max() < 1e-3
+
+
+def test_reference_engine_potential_is_direct_and_matches_the_calculator_route():
+    """`potential: {kind: reference}` builds an EnginePotential (energy + forces, no H/S sample per step) with
+    the numbers of the old route Engine → Sample → EngineCalculator → CalculatorPotential (tblite water)."""
+    from fastqmd.md.config import build_potential
+    from fastqmd.reference.calculator import EngineCalculator, EnginePotential
+    from fastqmd.reference.xtb import TBLiteEngine
+    from ase.build import molecule
+
+    cfg = water_cfg("unused", {"kind": "tblite", "method": "GFN2-xTB"}, 1, {"kind": "nve"})
+    direct = build_potential(cfg.potential)
+    assert isinstance(direct, EnginePotential)
+    old = calculator_to_potential(EngineCalculator(TBLiteEngine("GFN2-xTB")))
+    at = molecule("H2O")
+    at.positions[1] += [0.03, -0.02, 0.05]
+    for shift in (0.0, 0.01):  # two geometries: nothing carried between calls
+        at.positions[0, 0] += shift
+        s = system_from_atoms(at)
+        a, b = direct.compute(s), old.compute(s)
+        assert abs(float(a.energy) - float(b.energy)) < 1e-10
+        assert float((a.forces - b.forces).abs().max()) < 1e-10
+        assert np.abs(a.eigenvalues.numpy() - b.eigenvalues.numpy()).max() < 1e-10
+        assert a.extras["fermi_level"] == pytest.approx(b.extras["fermi_level"], abs=1e-10)
+    assert force_error(direct, system_from_atoms(at), h=1e-3, atoms=[1]) < 1e-4  # −∂E/∂R (tblite SCC accuracy)

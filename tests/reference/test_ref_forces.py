@@ -104,3 +104,23 @@ def test_pyscf_periodic_without_gradients_records_why():
     h2.calc = calc
     with pytest.raises(PropertyNotImplementedError, match="metaGGA"):
         h2.get_forces()
+
+
+@pytest.mark.parametrize("engine, atoms", [
+    (TBLiteEngine("GFN1-xTB", electronic_temperature_K=3000.0), "water"),
+    (PySCFMolEngine(xc="HF", basis="sto-3g", smearing_K=3000.0), "water"),
+    (PySCFPBCEngine(precision=1e-6, ke_cutoff_Ha=30.0, smearing_K=3000.0), "h2_box"),
+])
+def test_energy_forces_is_the_md_path_of_compute(engine, atoms):
+    """`Engine.energy_forces` (what MD runs) returns exactly the energy, forces, eigenvalues and Fermi level of
+    `Engine.compute` (the same SCF), without building the H/S sample."""
+    if atoms == "water":
+        at = molecule("H2O")
+        at.positions[1] += [0.03, -0.02, 0.05]
+    else:
+        at = Atoms("H2", positions=[[1, 1, 1], [1.74, 1.05, 0.97]], cell=np.eye(3) * 3.5, pbc=True)
+    s, r = engine.compute(at), engine.energy_forces(at)
+    assert abs(r.energy - s.energy) < 1e-10
+    assert np.abs(r.forces - s.forces).max() < 1e-8  # eV/Å; PySCF re-runs its SCF from scratch
+    assert np.abs(r.eigenvalues - s.eigenvalues).max() < 1e-7 and r.eigenvalues.shape == s.eigenvalues.shape
+    assert r.fermi_level == pytest.approx(s.fermi_level, abs=1e-7)

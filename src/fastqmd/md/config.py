@@ -127,11 +127,18 @@ class MDConfig(FrozenModel):
 
 
 def build_potential(src: EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig):
-    """Config → Potential (through the ASE adapter for calculators)."""
+    """Config → Potential: NNH and reference engines directly (`EnginePotential`: the engine's energy and
+    forces only, no H/S sample per step; engines are stateless, so `reset_calculator` does not apply), ASE
+    calculators through the ASE adapter."""
     from fastqmd.potential import calculator_to_potential
 
     if isinstance(src, NNHPotentialConfig):
         return _nnh_potential(src)
+    if isinstance(src, ReferencePotential):
+        from fastqmd.reference.calculator import EnginePotential
+        from fastqmd.reference.config import build_engine
+
+        return EnginePotential(build_engine(src.engine))
 
     return calculator_to_potential(build_calculator(src), reset=getattr(src, "reset_calculator", True))
 

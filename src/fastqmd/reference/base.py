@@ -7,7 +7,11 @@ Out: a `Sample` in ASE units: energy in eV (the force-consistent energy: the Mer
      (docs/CONVENTIONS.md), with eigenvalues (eV), occupations (electrons per orbital, spin included) and
      the basis description needed to find each atom's block.
 
-Engines that fail to converge raise `SCFError`; generation records the sample as failed with the reason.
+`Engine.energy_forces(atoms) -> EnergyForces` is the MD path: the same SCF and gradient, without rebuilding H
+and S in the fastqmd ordering, the basis description or the valence analysis (`reference.calculator.EnginePotential`).
+
+Engines that fail to converge raise `SCFError` (a `fastqmd.errors.CalculationFailed`, so the CLI exits 3);
+generation records the sample as failed with the reason.
 """
 
 from __future__ import annotations
@@ -18,9 +22,22 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from ase import Atoms
 
+from fastqmd.errors import CalculationFailed
 
-class SCFError(RuntimeError):
+
+class SCFError(CalculationFailed):
     """The reference calculation did not converge (or otherwise failed physically)."""
+
+
+@dataclass(frozen=True)
+class EnergyForces:
+    """What MD needs of one reference calculation (the same numbers `compute` puts in its Sample)."""
+
+    energy: float  # eV, force-consistent (Mermin free energy when smeared)
+    forces: np.ndarray | None  # [N, 3] eV/Å, None where the engine gives none
+    eigenvalues: np.ndarray  # [nk, nmo] eV
+    fermi_level: float | None  # eV
+    forces_unavailable: str | None = None  # why forces is None
 
 
 @dataclass(frozen=True)
@@ -112,3 +129,7 @@ class Engine(Protocol):
         ...
 
     def compute(self, atoms: Atoms) -> Sample: ...
+
+    def energy_forces(self, atoms: Atoms) -> EnergyForces:
+        """Energy, forces and eigenvalues only (no `check`: callers check a structure once)."""
+        ...

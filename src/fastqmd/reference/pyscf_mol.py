@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from fastqmd.errors import InputError
-from fastqmd.reference.base import BasisSpec, Sample, SCFError, valence_by_element
+from fastqmd.reference.base import BasisSpec, EnergyForces, Sample, SCFError, valence_by_element
 from fastqmd.units import HA_PER_BOHR_TO_EV_PER_ANG, HARTREE_EV, KB_EV
 
 _P_PYSCF_TO_FASTQMD = (1, 2, 0)  # fastqmd (y, z, x) taken from PySCF (x, y, z)
@@ -193,23 +193,45 @@ class PySCFMolEngine:
             mf = smearing_(mf, sigma=self.smearing_K * KB_EV / HARTREE_EV, method="fermi")
         return mf
 
-    def compute(self, atoms: Atoms) -> Sample:
-        self.check(atoms)
-        t0 = time.perf_counter()
+    def _scf(self, atoms: Atoms):
+        """(mol, converged mean field); SCFError otherwise."""
         mol = self.build_mol(atoms)
         mf = self.build_scf(mol)
         mf.kernel()
-        t_scf = time.perf_counter() - t0
         if not mf.converged:
             raise SCFError(f"PySCF {self.xc}/{self.basis} SCF not converged in {self.max_cycle} cycles")
+        return mol, mf
+
+    @staticmethod
+    def _forces(mf) -> np.ndarray:
+        """F = −∂E/∂R (eV/Å) with the grid-response term (forces of the grid-integrated E). [N, 3]"""
         grad = mf.nuc_grad_method()
-        grad.grid_response = True  # include the moving-grid term: forces = -dE/dR of the grid-integrated E
-        forces = -grad.kernel() * HA_PER_BOHR_TO_EV_PER_ANG  # [N, 3]
+        grad.grid_response = True
+        return -grad.kernel() * HA_PER_BOHR_TO_EV_PER_ANG
+
+    def _energy(self, mf) -> float:
+        """The force-consistent energy (eV): the Mermin free energy when smeared."""
+        return float(mf.e_free if self.smearing_K > 0 else mf.e_tot) * HARTREE_EV
+
+    def compute(self, atoms: Atoms) -> Sample:
+        self.check(atoms)
+        t0 = time.perf_counter()
+        mol, mf = self._scf(atoms)
+        t_scf = time.perf_counter() - t0
+        forces = self._forces(mf)  # [N, 3]
         t_forces = time.perf_counter() - t0 - t_scf
         sample = self._sample(atoms, mol, mf, forces)
         sample.extras["timing_s"] = {"scf": t_scf, "forces": t_forces}
         sample.wall_time_s = time.perf_counter() - t0
         return sample
+
+    def energy_forces(self, atoms: Atoms) -> EnergyForces:
+        _, mf = self._scf(atoms)
+        eps, occ = np.asarray(mf.mo_energy), np.asarray(mf.mo_occ)
+        max_occ = 2.0 if eps.ndim == 1 else 1.0
+        _, _, fermi = fermi_level(eps * HARTREE_EV, occ, max_occ, self.smearing_K * KB_EV)
+        alpha = eps if eps.ndim == 1 else eps[0]  # the α channel, as in the Sample
+        return EnergyForces(self._energy(mf), self._forces(mf), alpha[None] * HARTREE_EV, fermi)
 
     def _sample(self, atoms: Atoms, mol, mf, forces: np.ndarray) -> Sample:
         p = pyscf_to_fastqmd_perm(mol)
@@ -220,7 +242,6 @@ class PySCFMolEngine:
         spin_channels = [(eps, C, occ)] if eps.ndim == 1 else [(eps[s], C[s], occ[s]) for s in range(2)]
         Hs = [fock_from_eigenpairs(S, c[p], e) * HARTREE_EV for e, c, _ in spin_channels]
         smeared = self.smearing_K > 0
-        e_free = mf.e_free if smeared else mf.e_tot
         max_occ = 2.0 if len(spin_channels) == 1 else 1.0
         kT = self.smearing_K * KB_EV  # eV
         homo, lumo, fermi = fermi_level(eps * HARTREE_EV, occ, max_occ, kT)
@@ -239,7 +260,7 @@ class PySCFMolEngine:
             positions=atoms.positions.copy(),
             cell=np.zeros((3, 3)),
             pbc=np.zeros(3, dtype=bool),
-            energy=float(e_free) * HARTREE_EV,
+            energy=self._energy(mf),
             forces=forces,
             basis=pyscf_basis_spec(mol),
             kpoints=np.zeros((1, 3)),

@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from fastqmd.errors import InputError
-from fastqmd.reference.base import Sample, SCFError, valence_by_element
+from fastqmd.reference.base import EnergyForces, Sample, SCFError, valence_by_element
 from fastqmd.reference.pyscf_mol import (
     fermi_level,
     fock_from_eigenpairs,
@@ -127,25 +127,53 @@ class PySCFPBCEngine:
             mf = smearing_(mf, sigma=self.smearing_K * KB_EV / HARTREE_EV, method="fermi")
         return mf
 
-    def compute(self, atoms: Atoms) -> Sample:
-        self.check(atoms)
-        t0 = time.perf_counter()
+    def _scf(self, atoms: Atoms):
+        """(cell, converged mean field); SCFError otherwise."""
         cell = self.build_cell(atoms)
         mf = self.build_scf(cell)
         mf.kernel()
-        t_scf = time.perf_counter() - t0
         if not mf.converged:
             raise SCFError(f"PySCF-PBC {self.xc}/{self.basis} SCF not converged in {self.max_cycle} cycles")
-        extras: dict[str, Any] = {}
+        return cell, mf
+
+    @staticmethod
+    def _forces(mf) -> tuple[np.ndarray | None, str | None]:
+        """(F = −∂E/∂R [N, 3] eV/Å, None) or (None, why) where PySCF has no analytic gradient."""
         try:
-            forces = -np.asarray(mf.nuc_grad_method().kernel()) * HA_PER_BOHR_TO_EV_PER_ANG  # [N, 3]
+            return -np.asarray(mf.nuc_grad_method().kernel()) * HA_PER_BOHR_TO_EV_PER_ANG, None
         except NotImplementedError as exc:
-            forces = None
-            extras["forces_unavailable"] = f"PySCF has no analytic gradient for this setting: {exc}"
+            return None, f"PySCF has no analytic gradient for this setting: {exc}"
+
+    def _energy(self, mf) -> float:
+        """Energy per cell (eV): the Mermin free energy when smeared."""
+        return float(mf.e_free if self.smearing_K > 0 else mf.e_tot) * HARTREE_EV
+
+    def _eigenvalues(self, mf) -> tuple[np.ndarray, np.ndarray]:
+        """(ε [nk, nmo] Hartree, occupations [nk, nmo])."""
+        if self.gamma_only:
+            return np.stack([mf.mo_energy]), np.stack([mf.mo_occ]).astype(np.float64)
+        return np.stack(list(mf.mo_energy)), np.stack(list(mf.mo_occ)).astype(np.float64)
+
+    def compute(self, atoms: Atoms) -> Sample:
+        self.check(atoms)
+        t0 = time.perf_counter()
+        cell, mf = self._scf(atoms)
+        t_scf = time.perf_counter() - t0
+        extras: dict[str, Any] = {}
+        forces, why = self._forces(mf)
+        if why is not None:
+            extras["forces_unavailable"] = why
         extras["timing_s"] = {"scf": t_scf, "forces": time.perf_counter() - t0 - t_scf}
         sample = self._sample(atoms, cell, mf, forces, extras)
         sample.wall_time_s = time.perf_counter() - t0
         return sample
+
+    def energy_forces(self, atoms: Atoms) -> EnergyForces:
+        _, mf = self._scf(atoms)
+        forces, why = self._forces(mf)
+        eps, occ = self._eigenvalues(mf)
+        _, _, fermi = fermi_level(eps * HARTREE_EV, occ, 2.0, self.smearing_K * KB_EV)
+        return EnergyForces(self._energy(mf), forces, eps * HARTREE_EV, fermi, why)
 
     def _sample(self, atoms: Atoms, cell, mf, forces, extras: dict[str, Any]) -> Sample:
         p = pyscf_to_fastqmd_perm(cell)
@@ -153,14 +181,13 @@ class PySCFPBCEngine:
         if self.gamma_only:
             kpts_frac = np.zeros((1, 3))
             S_k = [np.asarray(mf.get_ovlp())]
-            eps_k, C_k, occ_k = [mf.mo_energy], [mf.mo_coeff], [mf.mo_occ]
+            eps_k, C_k = [mf.mo_energy], [mf.mo_coeff]
         else:
             kpts_frac = cell.get_scaled_kpts(mf.kpts)
             S_k = list(mf.get_ovlp())
-            eps_k, C_k, occ_k = list(mf.mo_energy), list(mf.mo_coeff), list(mf.mo_occ)
+            eps_k, C_k = list(mf.mo_energy), list(mf.mo_coeff)
         nk = len(S_k)
-        eps = np.stack(eps_k)  # [nk, nmo] Hartree
-        occ = np.stack(occ_k).astype(np.float64)
+        eps, occ = self._eigenvalues(mf)  # [nk, nmo] Hartree
         if eps.shape[1] != len(p):
             raise SCFError("PySCF removed linearly dependent basis functions; H cannot be rebuilt square")
         S = np.stack([s[ix] for s in S_k])  # [nk, nao, nao]
@@ -176,7 +203,7 @@ class PySCFPBCEngine:
             positions=atoms.positions.copy(),
             cell=atoms.cell.array.copy(),
             pbc=np.ones(3, dtype=bool),
-            energy=float(mf.e_free if smeared else mf.e_tot) * HARTREE_EV,
+            energy=self._energy(mf),
             forces=forces,
             basis=pyscf_basis_spec(cell),
             kpoints=np.asarray(kpts_frac, dtype=np.float64),

@@ -23,7 +23,7 @@ import numpy as np
 from ase import Atoms
 
 from fastqmd.errors import InputError
-from fastqmd.reference.base import BasisSpec, Sample, SCFError, valence_by_element
+from fastqmd.reference.base import BasisSpec, EnergyForces, Sample, SCFError, valence_by_element
 from fastqmd.reference.pyscf_mol import fermi_level, fock_from_eigenpairs
 from fastqmd.units import BOHR_ANG, HA_PER_BOHR_TO_EV_PER_ANG, HARTREE_EV, KB_EV
 
@@ -105,37 +105,52 @@ class TBLiteEngine:
             shells.setdefault(sym, tuple(int(l) for l in ang[smap == ia]))
         return BasisSpec(shells)
 
-    def compute(self, atoms: Atoms) -> Sample:
+    def _singlepoint(self, atoms: Atoms):
+        """(calculator, results) of one converged tblite calculation; SCFError otherwise."""
         from tblite.exceptions import TBLiteRuntimeError
 
-        self.check(atoms)
-        t0 = time.perf_counter()
         calc = self._calculator(atoms)
         try:
             res = calc.singlepoint()
         except TBLiteRuntimeError as exc:
             raise SCFError(f"tblite {self.method}: {str(exc).strip().splitlines()[0]}") from None
+        if np.asarray(res.get("orbital-energies")).ndim != 1:
+            raise SCFError("tblite returned spin-polarised orbitals; fastqmd's tblite engine is closed-shell")
+        return calc, res
+
+    def compute(self, atoms: Atoms) -> Sample:
+        self.check(atoms)
+        t0 = time.perf_counter()
+        calc, res = self._singlepoint(atoms)
         sample = self._sample(atoms, calc, res)
         sample.wall_time_s = time.perf_counter() - t0
         return sample
+
+    def energy_forces(self, atoms: Atoms) -> EnergyForces:
+        _, res = self._singlepoint(atoms)
+        eps, occ = np.asarray(res.get("orbital-energies")), np.asarray(res.get("orbital-occupations"))
+        _, _, fermi = fermi_level(eps * HARTREE_EV, occ, 2.0, self.temperature_K * KB_EV)
+        return EnergyForces(float(res.get("energy")) * HARTREE_EV, self._forces(res), eps[None] * HARTREE_EV, fermi)
+
+    @staticmethod
+    def _forces(res) -> np.ndarray:
+        """F = −∂E/∂R in eV/Å from tblite's gradient [N, 3] (Hartree/Bohr)."""
+        return -np.asarray(res.get("gradient")) * HA_PER_BOHR_TO_EV_PER_ANG
 
     def _sample(self, atoms: Atoms, calc, res) -> Sample:
         S = np.asarray(res.get("overlap-matrix"))  # [nao, nao]
         eps = np.asarray(res.get("orbital-energies"))  # [nmo] Hartree
         C = np.asarray(res.get("orbital-coefficients"))  # [nao, nmo]
         occ = np.asarray(res.get("orbital-occupations"))  # [nmo], 0..2
-        if eps.ndim != 1:
-            raise SCFError("tblite returned spin-polarised orbitals; fastqmd's tblite engine is closed-shell")
         H = fock_from_eigenpairs(S, C, eps) * HARTREE_EV
         homo, lumo, fermi = fermi_level(eps * HARTREE_EV, occ, 2.0, self.temperature_K * KB_EV)
-        grad = np.asarray(res.get("gradient"))  # [N, 3] Hartree/Bohr
         return Sample(
             numbers=atoms.numbers.copy(),
             positions=atoms.positions.copy(),
             cell=atoms.cell.array.copy() if all(atoms.pbc) else np.zeros((3, 3)),
             pbc=np.asarray(atoms.pbc, dtype=bool).copy(),
             energy=float(res.get("energy")) * HARTREE_EV,
-            forces=-grad * HA_PER_BOHR_TO_EV_PER_ANG,
+            forces=self._forces(res),
             basis=self.basis_spec(calc, atoms.get_chemical_symbols()),
             kpoints=np.zeros((1, 3)),
             kweights=np.ones(1),
