@@ -125,7 +125,7 @@ class Shared:
             from fastqmd.nnh.repulsion import RepulsionConfig
 
             torch.manual_seed(0)
-            h = NNHConfig(basis=basis, cutoff=3.0, hidden_irreps="4x0e+2x1o", n_layers=1, radial_hidden=8,
+            h = NNHConfig(basis=basis, cutoff=3.0, hidden_irreps="4x0e+2x1o+2x1e+2x2e+2x2o+1x3o+1x3e+1x4e", n_layers=1, radial_hidden=8,
                           n_scalars_embed=4, n_radial=4, avg_num_neighbors=4, dtype="float64")
             s = OverlapConfig(basis=basis, cutoff=3.0, radial_hidden=8, dtype="float64")
             cfg = EnergyModelConfig(h=h, overlap="learned", s=s, electronic_temperature_K=300.0,

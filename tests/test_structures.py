@@ -5,7 +5,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 from ase.io import write
-from ase.units import kB
+from fastqmd.units import KB_EV as kB
 
 from fastqmd.errors import InputError
 from fastqmd.structures import (

@@ -185,9 +185,8 @@ def thermal_displacements(
     Mode amplitude Q_k ~ N(0, σ_k²), classical σ_k² = kT/ω_k², quantum σ_k² = ħ/(2ω_k) coth(ħω_k/2kT);
     Δx = M^{-1/2} Σ_k Q_k e_k. The six (five) rigid-body modes (ω² below a threshold) are not excited.
     """
-    from ase.units import J, _hbar, s
+    from fastqmd.units import HBAR_EV_ASE_TIME as hbar  # ω from ω² in eV/(Å² amu): ASE time units
 
-    hbar = _hbar * J * s  # ħ in eV·(ASE time unit)
     vib = w2 > 1e-3 * max(w2.max(), 1e-12)
     w = np.sqrt(w2[vib])
     if quantum:
@@ -203,14 +202,14 @@ def molecules(src: Molecule) -> list[Atoms]:
     base = _molecule_base(src)
     if src.sampling == "random":
         return [rattle_uniform(base, src.displacement_A, sample_rng(src.seed, i)) for i in range(src.count)]
-    from ase.units import kB
+    from fastqmd.units import KB_EV
 
     mol, w2, vecs = normal_modes(base, src.hessian_method)
     out = []
     for i in range(src.count):
         new = mol.copy()
         new.positions += thermal_displacements(
-            w2, vecs, mol.get_masses(), kB * src.temperature_K, src.quantum, sample_rng(src.seed, i)
+            w2, vecs, mol.get_masses(), KB_EV * src.temperature_K, src.quantum, sample_rng(src.seed, i)
         )
         out.append(new)
     return out

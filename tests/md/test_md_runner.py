@@ -2,6 +2,7 @@
 for byte; pinned atoms stay put; the blow-up guard stops cleanly; bad input is one line and exit code 2."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from ase.calculators.emt import EMT
 from ase.io import read
 
+from fastqmd.errors import CalculationFailed
 from fastqmd.md.config import MDConfig
 from fastqmd.md.run import MDBlowUp, run_md
 from fastqmd.potential import calculator_to_potential
@@ -117,10 +120,18 @@ def test_total_momentum_stays_zero(tmp_path, kind):
 
 def test_blowup_guard_saves_last_good_frame(tmp_path):
     cfg = MDConfig.model_validate(cfg_dict(tmp_path, steps=50, guard={"max_temperature_K": 150}))
-    with pytest.raises(MDBlowUp, match="temperature"):
+    with pytest.raises(MDBlowUp, match="temperature") as exc:
         run_md(cfg)
+    assert isinstance(exc.value, CalculationFailed)  # CLI exit code 3
+    stopped, good = map(int, re.search(r"stopped at step (\d+).*\(step (\d+)\)", str(exc.value)).groups())
+    assert good == stopped - 1  # the state before the one the guard rejected
     last = read(tmp_path / "last_good.extxyz")
-    assert last.info["step"] >= 0
+    assert last.info["step"] == good
+    saved = {f.info["step"]: f for f in read(tmp_path / "trajectory.extxyz", ":")}
+    if good in saved:  # the same state as the trajectory's frame of that step
+        assert np.array_equal(last.positions, saved[good].positions)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["state"]["step"] <= good  # the checkpoint never points past the last good state
 
 
 def _cli(monkeypatch, capsys, *args):

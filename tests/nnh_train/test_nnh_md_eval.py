@@ -11,6 +11,8 @@ from ase.io import read, write
 
 from nnh_train_helpers import WATER
 
+from fastqmd.units import HARTREE_EV
+
 # NVE bound: velocity Verlet on a smooth (C², envelope-cut) energy conserves a shadow Hamiltonian; the
 # total energy fluctuates by O((ωΔt)²)·E_kin — with ω ≈ 0.7 fs⁻¹ (O–H stretch) and Δt = 0.25 fs that is
 # ~1e-3 of E_kin ≈ 0.1 eV (measured: 4.1e-4 eV at 0.25 fs, 1.0e-4 eV at 0.125 fs, ratio 3.97). Bounds: max |E(t) − E(0)| ≤ 5e-3 eV over 60 fs, no secular drift (|slope| ≤ 1e-5 eV/fs),
@@ -61,7 +63,7 @@ def test_evaluate_writes_json_and_figures(overfit_run, water_h5, tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert m["n_samples"] == 8
-    assert np.isclose(m["H_mae_uEh"], m["H_mae_eV"] / 27.211386245988 * 1e6, rtol=1e-6)
+    assert np.isclose(m["H_mae_uEh"], m["H_mae_eV"] / HARTREE_EV * 1e6, rtol=1e-6)
     assert set(m["H_pair_mae_eV"]) >= {"onsite O-O", "offsite O-H", "offsite H-H"}
     assert m["forces_eV_per_A"]["mae"] < 0.3 and m["eigenvalue_mae_eV"]["all"] < 1.0
     assert (tmp_path / "ev" / "hamiltonian_error.png").stat().st_size > 1000

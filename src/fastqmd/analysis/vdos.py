@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastqmd.md.trajectory import frame_velocities
-
-THZ_TO_INV_CM = 33.35640951981521
+from fastqmd.units import THZ_TO_INV_CM
 
 
 def mass_weighted_velocities(frames) -> np.ndarray:
