@@ -95,7 +95,7 @@ def model_spec():
 def build_model(spec, atoms64: Atoms):
     """EnergyModel as `build_energy_config` makes it for a tblite GFN1 Cu dataset (constants set directly:
     11 valence electrons, T_el 300 K, e_Cu = 0; avg_num_neighbors = mean neighbour count of the 64-atom cell)."""
-    from fastqmd.electronic.tblite_overlap import tblite_table_config
+    from fastqmd.nnh.tblite_overlap import tblite_table_config
     from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig
     from fastqmd.nnh.graph import build_graph
     from fastqmd.nnh.model import NNHConfig
@@ -221,8 +221,8 @@ def nnh_breakdown_once(model, atoms: Atoms, skin: float = 0.5) -> tuple[dict, di
     sw = Stopwatch()
     g = model.graph(frame.symbols, pos_np, cell_np, frame.pbc, skin=skin)
     sw.lap("graph_build_network_s")
-    model.s._graph_cache = None  # force the overlap graph (cutoff ≈ 14.5 Å + skin) to be rebuilt and timed
-    sg = model.s.cached_graph(frame.symbols, pos_np, cell_np, frame.pbc, torch.device("cpu"))
+    model.graphs.clear()  # force the overlap graph (cutoff ≈ 14.5 Å + skin) to be rebuilt and timed
+    sg = model.graphs.get(frame.symbols, frame.pbc, pos_np, cell_np, model.s.cutoff, 0.5, torch.device("cpu"))
     sw.lap("graph_build_overlap_s")
     info = {"n_edges_network": int(g.edge_i.numel()), "n_edges_overlap": int(sg.edge_i.numel())}
 
@@ -723,7 +723,7 @@ def main(argv=None) -> dict:
             "spec": spec.model_dump(),
             "spec_source": spec_source,
             "n_params_network_and_repulsion": n_params,
-            "overlap_table": cfg.table.model_dump(),
+            "overlap_table": cfg.overlap.table.model_dump(),
             "avg_num_neighbors": cfg.h.avg_num_neighbors,
             "weights": "untrained (seeded init): timing does not depend on the weights",
             "dtypes": "network + repulsion float32; S, eigensolve, free energy float64",

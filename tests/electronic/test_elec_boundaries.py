@@ -1,14 +1,41 @@
 """fastqmd.electronic is pure math: no module in it imports the NNH package (or anything above it); a bad S is a
 CalculationFailed; a Cholesky factor handed to the free energy is the only factorization of S, forward or backward."""
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
+import fastqmd.electronic
 from fastqmd.electronic import OverlapNotPositiveDefiniteError, free_energy
 from fastqmd.electronic.free_energy import cholesky_overlap, hermitize
 from fastqmd.errors import CalculationFailed
 
 F64 = torch.float64
+FORBIDDEN = ("fastqmd.nnh", "fastqmd.mor", "fastqmd.md", "fastqmd.training")  # the model kinds built on electronic/
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module an `import` / `from … import` statement of the file names (any depth)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            names.add("." * node.level + (node.module or ""))
+    return names
+
+
+def test_no_electronic_module_imports_a_model_package():
+    files = sorted(Path(fastqmd.electronic.__file__).parent.rglob("*.py"))
+    assert len(files) >= 5  # the check really reads the package
+    bad = {f.name: sorted(n for n in imported_modules(f) if n.startswith(FORBIDDEN) or n.startswith(".."))
+           for f in files}
+    assert not any(bad.values()), bad
 
 
 def test_overlap_error_is_a_calculation_failure_and_a_value_error():

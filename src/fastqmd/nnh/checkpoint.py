@@ -59,8 +59,8 @@ def load_energy_model(path: Path, device: str | torch.device = "cpu", dtype: str
     if dtype is not None and dtype != cfg.h.dtype:
         upd = {"h": cfg.h.model_copy(update={"dtype": dtype}),
                "repulsion": cfg.repulsion.model_copy(update={"dtype": dtype})}
-        if cfg.s is not None:
-            upd["s"] = cfg.s.model_copy(update={"dtype": dtype})
+        if cfg.overlap.kind == "learned":
+            upd["overlap"] = cfg.overlap.model_copy(update={"s": cfg.overlap.s.model_copy(update={"dtype": dtype})})
         cfg = cfg.model_copy(update=upd)
     model = EnergyModel(cfg)
     state = obj.get("ema") if (use_ema and obj.get("ema")) else obj["state"]

@@ -146,3 +146,39 @@ def edge_vectors(positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
     """r_ij = pos[j] − pos[i] + R·cell [E, 3] (Å), differentiable in positions [N, 3] and cell [3, 3]."""
     shift_vec = graph.shifts.to(positions.dtype) @ cell  # [E, 3]
     return positions[graph.edge_j] - positions[graph.edge_i] + shift_vec
+
+
+class GraphCache:
+    """Neighbour graphs reused while nothing invalidates them — the one graph cache of an `EnergyModel`, shared by
+    its terms (the H network's graph, the tabulated S's longer one) and by `NNHPotential`.
+
+    An entry is keyed on (cutoff, skin) and built at cutoff + skin (Å); it is reused until the symbols, pbc, cell
+    or device change or some atom has moved more than skin/2 since it was built. Edges beyond a term's cutoff add
+    exactly zero, so results do not depend on when an entry was rebuilt. `n_builds` counts the builds.
+    """
+
+    def __init__(self, species: list[str], n_orbitals: dict[str, int]):
+        self.species = list(species)
+        self.n_orbitals = dict(n_orbitals)
+        self._entries: dict[tuple[float, float], tuple[tuple, np.ndarray, Graph]] = {}
+        self.n_builds = 0
+
+    def get(self, symbols, pbc, positions: np.ndarray, cell: np.ndarray, cutoff: float, skin: float = 0.0,
+            device: torch.device | str | None = None) -> Graph:
+        """The graph of all pairs within cutoff + skin of this structure (rebuilt only when needed, see class)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        key = (tuple(symbols), tuple(bool(x) for x in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))),
+               cell.tobytes(), str(device))
+        slot = (float(cutoff), float(skin))
+        old = self._entries.get(slot)
+        if (old is None or old[0] != key or old[1].shape != positions.shape
+                or np.sqrt(((positions - old[1]) ** 2).sum(-1)).max() > 0.5 * skin):
+            g = build_graph(list(symbols), positions, cell, pbc, cutoff + skin, self.species, self.n_orbitals)
+            self._entries[slot] = (key, positions.copy(), g.to(device) if device is not None else g)
+            self.n_builds += 1
+        return self._entries[slot][2]
+
+    def clear(self) -> None:
+        """Forget every graph (the next `get` rebuilds)."""
+        self._entries.clear()

@@ -84,6 +84,23 @@ def block_coupling(shells_a: tuple[int, ...], shells_b: tuple[int, ...]) -> tupl
     return o3.Irreps(irreps), C
 
 
+def two_centre_channels(irreps: o3.Irreps) -> tuple[list[int], list[int], list[int]]:
+    """For the (mul-1) irreps of a block: positions of the channels a single vector can build ((−1)^L = parity),
+    the matching indices into the concatenated Y_0..Y_lmax (offset L²), and each one's path (channel) index.
+    A two-centre (Slater–Koster) block is Σ_paths f_p(|r|) Y_L(r̂) on these channels and zero elsewhere."""
+    pos, yidx, path = [], [], []
+    k, n = 0, 0
+    for mul, ir in irreps:
+        assert mul == 1
+        if ir.p == (-1) ** ir.l:
+            pos += range(k, k + ir.dim)
+            yidx += range(ir.l**2, ir.l**2 + ir.dim)
+            path += [n] * ir.dim
+            n += 1
+        k += ir.dim
+    return pos, yidx, path
+
+
 def fastqmd_D(l: int, R: np.ndarray) -> np.ndarray:
     """D_l in the fastqmd basis computed through e3nn: Q_l D_l^e3nn(R) Q_lᵀ (cross-check of the convention)."""
     De = o3.Irrep(l, 1).D_from_matrix(torch.tensor(R, dtype=torch.float64)).numpy()

@@ -21,7 +21,6 @@ that float64 models are equivariant to ~1e-14.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -33,9 +32,13 @@ from torch import Tensor
 from fastqmd.config import FrozenModel
 from fastqmd.nnh.blocks import BlockLayout, Blocks, symmetrize_offsite, symmetrize_onsite
 from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
+from fastqmd.nnh.irreps import two_centre_channels
 from fastqmd.nnh.layers import Gate, IrrepsLinear, UVUTensorProduct
+from fastqmd.nnh.radial import DTYPES as _DTYPES
+from fastqmd.nnh.radial import bessel_basis, default_dtype, mlp, polynomial_envelope
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+__all__ = ["NNHConfig", "NNHModel", "bessel_basis", "default_dtype", "mlp", "polynomial_envelope",
+           "two_centre_channels"]  # the primitives live in `fastqmd.nnh.radial` / `.irreps`; re-exported here
 
 
 class NNHConfig(FrozenModel):
@@ -63,59 +66,6 @@ class NNHConfig(FrozenModel):
     def sh_lmax(self) -> int:
         lmax_shell = max(max(ls) for ls in self.basis.values())
         return self.lmax if self.lmax is not None else max(4, 2 * lmax_shell)
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype):
-    """Temporarily set torch's default dtype (e3nn builds its Wigner constants in it)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
-def bessel_basis(d: Tensor, cutoff: float, n: int) -> Tensor:
-    """b_n(d) = √(2/r_c) sin(nπ d/r_c)/d, n = 1..N  [E, N] (DimeNet)."""
-    k = torch.arange(1, n + 1, dtype=d.dtype, device=d.device) * torch.pi / cutoff
-    return (2.0 / cutoff) ** 0.5 * torch.sin(k * d[:, None]) / d[:, None]
-
-
-def polynomial_envelope(d: Tensor, cutoff: float, p: int = 6) -> Tensor:
-    """u(x) = 1 − (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) − p(p+1)/2 x^(p+2), x = d/r_c < 1; 0 beyond.
-
-    u(1) = u'(1) = u''(1) = 0, so anything multiplied by u is twice continuously differentiable at the cutoff.
-    """
-    x = d / cutoff
-    u = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
-    return torch.where(x < 1, u, torch.zeros_like(u))
-
-
-def two_centre_channels(irreps: o3.Irreps) -> tuple[list[int], list[int], list[int]]:
-    """For the (mul-1) irreps of a block: positions of the channels a single vector can build ((−1)^L = parity),
-    the matching indices into the concatenated Y_0..Y_lmax (offset L²), and each one's path (channel) index."""
-    pos, yidx, path = [], [], []
-    k, n = 0, 0
-    for mul, ir in irreps:
-        assert mul == 1
-        if ir.p == (-1) ** ir.l:
-            pos += range(k, k + ir.dim)
-            yidx += range(ir.l**2, ir.l**2 + ir.dim)
-            path += [n] * ir.dim
-            n += 1
-        k += ir.dim
-    return pos, yidx, path
-
-
-def mlp(sizes: list[int]) -> torch.nn.Sequential:
-    """Plain SiLU MLP with the given layer sizes."""
-    layers: list[torch.nn.Module] = []
-    for k in range(len(sizes) - 1):
-        layers.append(torch.nn.Linear(sizes[k], sizes[k + 1]))
-        if k < len(sizes) - 2:
-            layers.append(torch.nn.SiLU())
-    return torch.nn.Sequential(*layers)
 
 
 class Interaction(torch.nn.Module):

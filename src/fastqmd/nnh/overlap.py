@@ -1,4 +1,14 @@
-"""Learned two-centre overlap S(R) (for engines that give S but not dS/dR, e.g. tblite) and the S > 0 check.
+"""The overlap seam of the NNH energy — one protocol for the three S providers — the learned two-centre S head,
+and the S > 0 check.
+
+Seam: `OverlapProvider`, S(frame, positions, cell, graph) → S(k) [nk, nao, nao] (float64 at Γ-only frames, else
+complex128) at the frame's k-points, differentiable in positions (and cell where `cell_differentiable`):
+`LearnedS` (this module), `TabulatedS` (`fastqmd.nnh.tblite_overlap`, tblite's exact S from radial tables) and
+`ExactS` (`fastqmd.nnh.exact_overlap`, PySCF integrals). `graph` is the model's shared graph; providers that reach
+further take theirs from the model's `GraphCache`. `check_positive_definite` factors S once per forward and
+returns the factor, which the free energy reuses.
+
+The learned head (for engines that give S but not dS/dR):
 
 In:  positions [N, 3] Å, cell [3, 3] Å (torch, differentiable), a `Graph` whose cutoff is ≥ this model's cutoff
      (edges beyond it contribute exactly zero).
@@ -18,7 +28,7 @@ identity at start, or set from a reference block with `set_onsite_from_block`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import torch
@@ -26,10 +36,24 @@ from e3nn import o3
 from torch import Tensor
 
 from fastqmd.config import FrozenModel
-from fastqmd.electronic.free_energy import OverlapNotPositiveDefiniteError
-from fastqmd.nnh.blocks import Blocks, BlockLayout, symmetrize_offsite
+from fastqmd.electronic.free_energy import OverlapNotPositiveDefiniteError, hermitize
+from fastqmd.nnh.blocks import Blocks, BlockLayout, symmetrize_offsite, to_kspace
 from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
-from fastqmd.nnh.model import _DTYPES, bessel_basis, default_dtype, mlp, polynomial_envelope
+from fastqmd.nnh.irreps import two_centre_channels
+from fastqmd.nnh.radial import DTYPES, bessel_basis, default_dtype, mlp, polynomial_envelope
+
+if TYPE_CHECKING:
+    from fastqmd.nnh.energy import Frame
+
+
+class OverlapProvider(Protocol):
+    """S(frame, positions, cell, graph) → S(k) [nk, nao, nao] float64/complex128 at frame.kpoints (module docstring).
+
+    positions [N, 3] Å, cell [3, 3] Å: float64 torch tensors (gradients flow back); graph: the model's graph."""
+
+    cell_differentiable: bool  # S depends on the cell through autograd (stress)
+
+    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor: ...
 
 
 class OverlapConfig(FrozenModel):
@@ -43,21 +67,6 @@ class OverlapConfig(FrozenModel):
     dtype: Literal["float32", "float64"] = "float32"
 
 
-def _vector_channels(irreps: o3.Irreps, sh_offsets: dict[int, int]):
-    """For the irreps of a block: positions in x of the channels buildable from Y(r̂) ((−1)^L = parity),
-    the matching indices into the concatenated Y, and for each the index of its radial function."""
-    pos, yidx, path = [], [], []
-    k = 0
-    for n, (mul, ir) in enumerate(irreps):
-        assert mul == 1
-        if ir.p == (-1) ** ir.l:
-            pos += range(k, k + ir.dim)
-            yidx += range(sh_offsets[ir.l], sh_offsets[ir.l] + ir.dim)
-            path += [len(set(path))] * ir.dim
-        k += ir.dim
-    return pos, yidx, path
-
-
 class TwoCentreOverlap(torch.nn.Module):
     """S(R) blocks from pair vectors only (module docstring)."""
 
@@ -68,13 +77,12 @@ class TwoCentreOverlap(torch.nn.Module):
         ns = len(self.species)
         self.lmax = 2 * max(max(ls) for ls in config.basis.values())
         self.irreps_sh = o3.Irreps.spherical_harmonics(self.lmax)
-        sh_offsets = {l: l * l for l in range(self.lmax + 1)}
         with default_dtype(torch.float64):
             self.layout = BlockLayout(self.species, config.basis)
             self.radial = torch.nn.ModuleList()
             for a in range(ns):
                 for b in range(ns):
-                    pos, yidx, path = _vector_channels(self.layout.irreps[(a, b)], sh_offsets)
+                    pos, yidx, path = two_centre_channels(self.layout.irreps[(a, b)])
                     self.register_buffer(f"pos_{a}_{b}", torch.tensor(pos, dtype=torch.long))
                     self.register_buffer(f"yidx_{a}_{b}", torch.tensor(yidx, dtype=torch.long))
                     self.register_buffer(f"path_{a}_{b}", torch.tensor(path, dtype=torch.long))
@@ -86,7 +94,7 @@ class TwoCentreOverlap(torch.nn.Module):
                 x = self.layout.to_irreps(torch.eye(self.layout.n_orbitals[s])[None], a, a)[0]
                 self.register_buffer(f"onsite_mask_{a}", self._onsite_mask(a))
                 self.onsite.append(torch.nn.Parameter(x * self._onsite_mask(a)))
-        self.to(_DTYPES[config.dtype])
+        self.to(DTYPES[config.dtype])
 
     def _onsite_mask(self, a: int) -> Tensor:
         """1 on the L = 0 channels of equal-l shell pairs (the only rotation-invariant on-site channels)."""
@@ -137,10 +145,36 @@ class TwoCentreOverlap(torch.nn.Module):
         return bessel_basis(d, c.cutoff, c.n_radial), polynomial_envelope(d, c.cutoff, c.envelope_exponent)
 
 
-def check_positive_definite(S: Tensor, what: str = "S(k)") -> None:
-    """Raise `OverlapNotPositiveDefiniteError` unless every S[k] ([nk, n, n], Hermitian) is positive definite."""
+class LearnedS:
+    """`OverlapProvider` of the learned head on the model graph: S(k) = Σ_R e^{i2πk·R} S_θ(R), in the head's dtype,
+    returned in float64/complex128. grad_from_energy False: S keeps its full position dependence (Pulay forces)
+    but the energy moves no parameter of the head (it then learns from the S loss alone)."""
+
+    cell_differentiable = True
+
+    def __init__(self, head: TwoCentreOverlap, grad_from_energy: bool = True):
+        self.head = head
+        self.grad_from_energy = grad_from_energy
+
+    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
+        dt = self.head.onsite[0].dtype
+        p, c = positions.to(dt), cell.to(dt)
+        if self.grad_from_energy:
+            blocks = self.head(p, c, graph)
+        else:
+            frozen = {k: v.detach() for k, v in self.head.named_parameters()}
+            frozen.update(dict(self.head.named_buffers()))
+            blocks = torch.func.functional_call(self.head, frozen, (p, c, graph))
+        kpts = torch.as_tensor(frame.kpoints, dtype=torch.float64, device=positions.device).to(dt)
+        S = to_kspace(blocks, graph, kpts)
+        return S.to(torch.complex128 if S.is_complex() else torch.float64)
+
+
+def check_positive_definite(S: Tensor, what: str = "S(k)") -> Tensor:
+    """The lower Cholesky factor L of hermitize(S) per k-point ([nk, n, n], detached; what `free_energy(...,
+    cholesky=L)` takes); raises `OverlapNotPositiveDefiniteError` unless every S[k] is positive definite."""
     S = S if S.dim() == 3 else S[None]
-    _, info = torch.linalg.cholesky_ex(S.detach())
+    L, info = torch.linalg.cholesky_ex(hermitize(S.detach()))
     bad = torch.nonzero(info).reshape(-1)
     if bad.numel():
         k = int(bad[0])
@@ -149,3 +183,4 @@ def check_positive_definite(S: Tensor, what: str = "S(k)") -> None:
             f"{what} is not positive definite at k-point {k} of {S.shape[0]} (smallest eigenvalue {lam:.3e}); "
             "a learned overlap has lost its metric property here: use the engine's exact S, retrain the S head "
             "with configurations like this one, or check for atoms closer than in the training data")
+    return L

@@ -6,9 +6,10 @@ Out: `Results`: energy E = Ω[H_θ, S] + E_rep + Σ e_Z (eV, the force-consisten
      −∂E/∂R (eV/Å, autograd through the exact-derivative free energy, finite at degeneracies), eigenvalues
      [nk, nao] eV (so `fastqmd analyze` plots the DOS; extras "fermi_level" eV), and for periodic cells with a
      learned or tabulated S the stress [3, 3] eV/Å³ (ASE sign convention; `atoms.get_stress()` via ASE).
-Any cell size works (the model is local): the graph is rebuilt from a neighbour list at cutoff + skin only when
-some atom has moved more than skin/2 since the last build (or the cell changed) — edges beyond a term's cutoff
-contribute exactly zero, so the energy does not depend on when the graph was rebuilt.
+Any cell size works (the model is local): the graphs come from the model's one `GraphCache` (`model.graphs`) and
+are rebuilt from a neighbour list at cutoff + skin only when some atom has moved more than skin/2 since the last
+build (or the cell changed) — edges beyond a term's cutoff contribute exactly zero, so the energy does not depend
+on when a graph was rebuilt. A structure with an element the model lacks is an `InputError`, before any work.
 k-points: Γ by default (supercells, as in the NNH-MD study), or a Γ-centred mesh.
 """
 
@@ -53,9 +54,7 @@ class NNHPotential:
         self.skin = float(skin)
         self.eigenvalues = eigenvalues
         self._graph = None
-        self._graph_key = None
-        self._graph_pos: np.ndarray | None = None
-        self.n_graph_builds = 0
+        self.n_graph_builds = 0  # model graphs this potential has (re)built or received
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "cpu", dtype: str | None = None, **kw) -> "NNHPotential":
@@ -65,17 +64,17 @@ class NNHPotential:
         return frame_of(system, self.mesh)
 
     def graph(self, frame: Frame, positions: np.ndarray, cell: np.ndarray):
-        """Cached graph; rebuilt when symbols/cell/pbc change or max displacement > skin/2."""
-        key = (frame.symbols, frame.pbc, cell.tobytes())
-        if (self._graph is None or key != self._graph_key or self._graph_pos.shape != positions.shape
-                or np.sqrt(((positions - self._graph_pos) ** 2).sum(-1)).max() > 0.5 * self.skin):
-            self._graph = self.model.graph(frame.symbols, positions, cell, frame.pbc, skin=self.skin).to(self.device)
-            self._graph_key, self._graph_pos = key, positions.copy()
+        """The model graph from `model.graphs`; rebuilt when symbols/cell/pbc change or max displacement > skin/2."""
+        g = self.model.graphs.get(frame.symbols, frame.pbc, positions, cell, self.model.cutoff, self.skin,
+                                  self.device)
+        if g is not self._graph:  # a (re)built graph
+            self._graph = g
             self.n_graph_builds += 1
-        return self._graph
+        return g
 
     def compute(self, system: System) -> Results:
         frame = self.frame(system)
+        self.model.check_elements(frame.symbols)
         pos = system.positions.detach().to(self.device, torch.float64)
         cell = system.cell.detach().to(self.device, torch.float64)
         g = self.graph(frame, pos.cpu().numpy(), cell.cpu().numpy())

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from fastqmd.config import FrozenModel
 from fastqmd.nnh.graph import Graph, edge_vectors
-from fastqmd.nnh.model import _DTYPES, bessel_basis, mlp, polynomial_envelope
+from fastqmd.nnh.radial import DTYPES as _DTYPES
+from fastqmd.nnh.radial import bessel_basis, mlp, polynomial_envelope
 
 
 class RepulsionConfig(FrozenModel):

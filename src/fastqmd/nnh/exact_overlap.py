@@ -12,15 +12,22 @@ so the NN-Hamiltonian energy Ω[H_θ(R), S(R)] gets the exact Pulay term −Tr[W
 The backward is linear in the incoming gradient and built from torch ops, so a force loss (which
 differentiates the forces w.r.t. the network weights) back-propagates through it; second derivatives with
 respect to the positions themselves (Hessians) are not provided (the integral derivatives are constants).
+`ExactS` is its `OverlapProvider` (`fastqmd.nnh.overlap`): one cached `PySCFOverlap` per elements, cell, k-points.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fastqmd.units import BOHR_ANG
+
+if TYPE_CHECKING:
+    from fastqmd.nnh.energy import Frame
+    from fastqmd.nnh.graph import Graph
 
 
 class PySCFOverlap:
@@ -100,3 +107,32 @@ class _Overlap(torch.autograd.Function):
         grad = torch.zeros(ctx.n_atoms, 3, dtype=per_orbital.dtype, device=per_orbital.device)
         grad.index_add_(0, ctx.owner, per_orbital.T)
         return grad, None
+
+
+class ExactS:
+    """`OverlapProvider` of the exact PySCF S (gradient to positions only: the cell is fixed). PySCF builds are
+    cached per (elements, periodic, cell, k-points); the graph is not used."""
+
+    cell_differentiable = False
+
+    def __init__(self, pyscf_basis: str, max_cached: int = 8):
+        self.basis, self.max_cached = pyscf_basis, max_cached
+        self._cache: dict = {}
+
+    def operator(self, frame: Frame, cell: np.ndarray) -> PySCFOverlap:
+        """The cached `PySCFOverlap` for this frame's elements, cell (Å) and k-points."""
+        periodic = any(frame.pbc)
+        key = (frame.symbols, periodic, np.asarray(cell).tobytes() if periodic else b"",
+               np.asarray(frame.kpoints).tobytes())
+        op = self._cache.get(key)
+        if op is None:
+            if len(self._cache) > self.max_cached:
+                self._cache.clear()
+            op = PySCFOverlap(list(frame.symbols), self.basis, cell=cell if periodic else None,
+                              kpts_frac=np.asarray(frame.kpoints) if periodic else None)
+            self._cache[key] = op
+        return op
+
+    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph | None = None) -> Tensor:
+        S = self.operator(frame, cell.detach().cpu().numpy().astype(np.float64))(positions)
+        return S if S.dim() == 3 else S[None]

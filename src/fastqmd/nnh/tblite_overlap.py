@@ -3,7 +3,8 @@
 In:  positions [N, 3] Å and cell [3, 3] Å (torch, any float dtype; computed in float64), a `Graph` (from
      `TabulatedOverlap.graph`, or any graph whose cutoff is ≥ this module's: longer edges add exactly zero).
 Out: `Blocks` of S (dimensionless, fastqmd orbital order = tblite's, docs/CONVENTIONS.md); assemble with
-     `fastqmd.nnh.blocks.to_kspace` / `to_real_space`. Drop-in for `fastqmd.nnh.overlap.TwoCentreOverlap`.
+     `fastqmd.nnh.blocks.to_kspace` / `to_real_space`. Drop-in for `fastqmd.nnh.overlap.TwoCentreOverlap`;
+     `TabulatedS` is its `OverlapProvider` (S(k) on its own long-range graph from the model's `GraphCache`).
 
 A two-centre overlap block between shell l1 of atom a and shell l2 of atom b depends on r = r_b − r_a only:
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -39,11 +40,14 @@ from pydantic import PositiveFloat
 from torch import Tensor
 
 from fastqmd.config import FrozenModel
-from fastqmd.nnh.blocks import BlockLayout, Blocks, symmetrize_offsite
-from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
-from fastqmd.nnh.model import default_dtype
-from fastqmd.nnh.overlap import _vector_channels
+from fastqmd.nnh.blocks import BlockLayout, Blocks, symmetrize_offsite, to_kspace
+from fastqmd.nnh.graph import Graph, GraphCache, build_graph, edge_vectors
+from fastqmd.nnh.irreps import two_centre_channels
+from fastqmd.nnh.radial import default_dtype
 from fastqmd.units import BOHR_ANG
+
+if TYPE_CHECKING:
+    from fastqmd.nnh.energy import Frame
 
 SCAN_STEP = 0.1  # Å, coarse scan for the overlap range
 SCAN_MAX = 25.0  # Å (tblite's own limit is 40 bohr = 21.2 Å)
@@ -132,9 +136,9 @@ def tblite_table_config(method: str, species, tol: float = 1e-8, **kw) -> TableC
 # ------------------------------------------------------------------ tables
 
 
-def _channels(layout: BlockLayout, a: int, b: int, lmax: int) -> tuple[Tensor, Tensor, Tensor]:
+def _channels(layout: BlockLayout, a: int, b: int) -> tuple[Tensor, Tensor, Tensor]:
     """(pos, yidx, path) int64 tensors of the Y(r̂)-buildable channels of block (a, b) (see TwoCentreOverlap)."""
-    pos, yidx, path = _vector_channels(layout.irreps[(a, b)], {l: l * l for l in range(lmax + 1)})
+    pos, yidx, path = two_centre_channels(layout.irreps[(a, b)])
     return tuple(torch.tensor(v, dtype=torch.long) for v in (pos, yidx, path))
 
 
@@ -143,7 +147,7 @@ def radial_projection(B: Tensor, layout: BlockLayout, a: int, b: int, u: Tensor,
 
     x = Cᵀ B (irreps);  f_p = Σ_{k∈p} x_k Y_k(u) / Σ_{k∈p} Y_k(u)²;  residual = max |x − Y(u) f| over all channels.
     """
-    pos, yidx, path = _channels(layout, a, b, lmax)
+    pos, yidx, path = _channels(layout, a, b)
     x = layout.to_irreps(B, a, b)  # [n, K]
     Y = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(lmax), u[None], normalize=True,
                                normalization="integral")[0][yidx]  # [len(pos)]
@@ -237,7 +241,7 @@ class TabulatedOverlap(torch.nn.Module):
         ns = len(self.species)
         for a in range(ns):
             for b in range(ns):
-                pos, yidx, path = _channels(self.layout, a, b, self.lmax)
+                pos, yidx, path = _channels(self.layout, a, b)
                 self.register_buffer(f"pos_{a}_{b}", pos)
                 self.register_buffer(f"yidx_{a}_{b}", yidx)
                 self.register_buffer(f"path_{a}_{b}", path)
@@ -268,21 +272,6 @@ class TabulatedOverlap(torch.nn.Module):
         return build_graph(list(symbols), np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64),
                            pbc, self.cutoff, self.species, self.layout.n_orbitals)
 
-    def cached_graph(self, symbols, positions: np.ndarray, cell: np.ndarray, pbc, device=None,
-                     skin: float = 0.5) -> Graph:
-        """`graph` at cutoff + skin (Å), reused until the symbols, cell or pbc change or an atom has moved more
-        than skin/2 (edges beyond the cutoff add exactly zero, so S does not depend on when it was rebuilt)."""
-        positions = np.asarray(positions, dtype=np.float64)
-        key = (tuple(symbols), tuple(np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))),
-               np.asarray(cell, dtype=np.float64).tobytes(), str(device))
-        old = getattr(self, "_graph_cache", None)
-        if (old is None or old[0] != key or old[1].shape != positions.shape
-                or np.sqrt(((positions - old[1]) ** 2).sum(-1)).max() > 0.5 * skin):
-            g = build_graph(list(symbols), positions, np.asarray(cell, dtype=np.float64), pbc, self.cutoff + skin,
-                            self.species, self.layout.n_orbitals)
-            self._graph_cache = (key, positions.copy(), g.to(device) if device is not None else g)
-        return self._graph_cache[2]
-
     def radial(self, a: int, b: int, d: Tensor) -> Tensor:
         """f^{ab}(d)·w(d) [E, n_paths] (zero beyond the cutoff)."""
         f = spline_eval(getattr(self, f"coef_{a}_{b}"), self.r0, self.h, d)
@@ -306,3 +295,19 @@ class TabulatedOverlap(torch.nn.Module):
             raw.append(tuple(row))
         onsite = tuple(getattr(self, f"onsite_{a}").expand(graph.node_groups[a].numel(), -1, -1) for a in range(ns))
         return Blocks(onsite=onsite, offsite=symmetrize_offsite(tuple(raw), graph))
+
+
+class TabulatedS:
+    """`OverlapProvider` of the tables: S(k) in float64 on a graph at the tables' cutoff + skin from the model's
+    `GraphCache` (Cu GFN1: 14.5 Å, far beyond the H network's; reused while no atom moved more than skin/2)."""
+
+    cell_differentiable = True
+
+    def __init__(self, tables: TabulatedOverlap, graphs: GraphCache, skin: float = 0.5):
+        self.tables, self.graphs, self.skin = tables, graphs, float(skin)
+
+    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
+        sg = self.graphs.get(frame.symbols, frame.pbc, positions.detach().cpu().numpy(), cell.detach().cpu().numpy(),
+                             self.tables.cutoff, self.skin, positions.device)
+        k64 = torch.as_tensor(frame.kpoints, dtype=torch.float64, device=positions.device)
+        return to_kspace(self.tables(positions.to(torch.float64), cell.to(torch.float64), sg), sg, k64)

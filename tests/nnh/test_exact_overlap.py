@@ -6,7 +6,7 @@ import pytest
 import torch
 from ase.build import bulk, molecule
 
-from fastqmd.electronic.exact_overlap import PySCFOverlap
+from fastqmd.nnh.exact_overlap import PySCFOverlap
 
 FD_STEP_A = 1e-4
 FD_TOL = 1e-7  # central differences of smooth integrals: O(h²) ≈ 1e-8 relative
