@@ -174,3 +174,21 @@ def test_generic_ase_calculator_potential(tmp_path):
     emt = cfg_dict(tmp_path / "emt", steps=10)
     run_md(MDConfig.model_validate(emt))
     assert files(tmp_path) == files(tmp_path / "emt")
+
+
+def test_md_starts_from_an_exported_dataset_sample(tmp_path, monkeypatch, capsys):
+    """The README's route from a dataset sample to MD: `dataset export`, then `structure: {kind: file,
+    path: …, index: "1"}` starts from exactly that sample's structure."""
+    from fastqmd.data.store import Dataset
+    from fastqmd.testing import make_water_dataset
+
+    h5 = make_water_dataset(tmp_path / "w.h5", n=3)
+    code, err = _cli(monkeypatch, capsys, "dataset", "export", str(h5), "-o", str(tmp_path / "w.extxyz"))
+    assert code in (0, None), err
+    cfg = cfg_dict(tmp_path / "run", steps=2, structure={"kind": "file", "path": str(tmp_path / "w.extxyz"),
+                                                          "index": "1"}, ensemble={"kind": "nve"})
+    run_md(MDConfig.model_validate(cfg))
+    first = read(tmp_path / "run" / "trajectory.extxyz", "0")
+    ds = Dataset(h5)
+    np.testing.assert_allclose(first.positions, ds.read("00000001", ("positions",))["positions"], atol=1e-8)
+    ds.close()
