@@ -214,24 +214,6 @@ def reference_unfolded(engine, prim: Atoms, n: int) -> tuple[Unfolded, float, ob
     return unfold(eps, C, S, n, nao), float(sample.fermi_level), sample
 
 
-def pyscf_path_bands(engine, prim: Atoms, kpts_frac: np.ndarray) -> tuple[np.ndarray, float]:
-    """Continuous reference bands from PySCF PBC: the KRKS SCF of `prim` on the engine's Γ-centred `kmesh`
-    (`cell.make_kpts`), then eigenvalues of the converged Fock matrix at any k (`mf.get_bands`):
-    (ε [nk, nbands] eV at `kpts_frac`, E_F eV of the SCF). `engine`: a `PySCFPBCEngine` with kmesh ≠ (1, 1, 1)."""
-    from fastqmd.reference.pyscf_mol import fermi_level
-    from fastqmd.units import HARTREE_EV, KB_EV
-
-    if engine.gamma_only:
-        raise ValueError("pyscf_path_bands needs a k mesh larger than Γ")
-    cell = engine.build_cell(prim)
-    mf = engine.build_scf(cell)
-    mf.kernel()
-    eps_mesh = np.stack(mf.mo_energy) * HARTREE_EV
-    _, _, mu = fermi_level(eps_mesh, np.stack(mf.mo_occ).astype(np.float64), 2.0, engine.smearing_K * KB_EV)
-    e, _ = mf.get_bands(cell.get_abs_kpts(np.asarray(kpts_frac, dtype=np.float64)))
-    return np.stack(e) * HARTREE_EV, float(mu)
-
-
 # ------------------------------------------------------------------------------------------- path placement
 def lattice_point_group(cell: np.ndarray) -> np.ndarray:
     """Integer matrices R [nops, 3, 3] (entries −1, 0, 1) with R G Rᵀ = G, G = cell cellᵀ: the lattice holohedry
@@ -359,7 +341,7 @@ def evaluate_bands(model: EnergyModel, prim: Atoms, n: int, engine, npoints: int
 
 def plot_bands(arrays: dict, path, title: str = "", emin: float = -12.0, emax: float = 6.0) -> None:
     """bands.png: model along the path (dashed black) and the reference (red markers at the unfolded commensurate
-    k, or red lines if `arrays['ref_continuous']` = (x, ε) is given); energies relative to μ_ref for both."""
+    k); energies relative to μ_ref for both."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,13 +350,9 @@ def plot_bands(arrays: dict, path, title: str = "", emin: float = -12.0, emax: f
     ax_, mu = arrays["axis"], arrays["mu_ref"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(ax_.x, arrays["model"] - mu, "--", color="black", lw=1.0)
-    cont = arrays.get("ref_continuous")
-    if cont is not None:
-        ax.plot(cont[0], cont[1] - mu, "-", color="red", lw=1.2)
-    else:
-        c = arrays["comparison"]
-        ax.plot(c.x, c.energy - mu, "o", color="red", ms=3.5, mfc="none", mew=1.0)
-    ax.plot([], [], "-" if cont is not None else "o", color="red", mfc="none", label="reference")
+    c = arrays["comparison"]
+    ax.plot(c.x, c.energy - mu, "o", color="red", ms=3.5, mfc="none", mew=1.0)
+    ax.plot([], [], "o", color="red", mfc="none", label="reference")
     ax.plot([], [], "--", color="black", label="NNH")
     ax.axhline(0.0, color="gray", lw=0.6)
     ax.axhline(arrays["mu_model"] - mu, color="gray", lw=0.6, ls=":", label="E_F (NNH)")
