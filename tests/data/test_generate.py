@@ -1,4 +1,4 @@
-"""Dask-parallel generation: end to end, resume after kill -9, failures recorded, bad input → exit 2."""
+"""Generation (in-process and on Dask): end to end, resume after kill -9, failures recorded, bad input → exit 2."""
 
 import os
 import signal
@@ -16,6 +16,9 @@ from fastqmd.data.info import summarize
 from fastqmd.data.store import Dataset
 
 FASTQMD = [sys.executable, "-c", "from fastqmd.cli import main; main()"]
+# the CLI with a LocalCluster that always pays (after the first, in-process sample): the Dask path on tiny jobs
+FASTQMD_DASK = [sys.executable, "-c", "import fastqmd.data.generate as g; g.CLUSTER_START_S = 0.0; "
+                "from fastqmd.cli import main; main()"]
 
 
 def water_config(tmp_path, count=6, method="GFN2-xTB", out="water.h5", **engine):
@@ -67,7 +70,7 @@ def test_resume_after_kill_9_has_exactly_the_requested_samples(tmp_path):
     n = 40
     cfg_path = water_config(tmp_path, count=n)
     out = tmp_path / "water.h5"
-    proc = subprocess.Popen([*FASTQMD, "generate", str(cfg_path), "--quiet"], start_new_session=True,
+    proc = subprocess.Popen([*FASTQMD_DASK, "generate", str(cfg_path), "--quiet"], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = parts_dir(out)
     deadline = time.time() + 120

@@ -22,6 +22,8 @@ def generate_cmd(
                                           help="Override the config's worker count."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute samples recorded as failed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    dashboard: bool = typer.Option(False, "--dashboard", help="Serve the Dask dashboard on 127.0.0.1:8787 "
+                                   "(only when a LocalCluster is started)."),
 ) -> None:
     """Label structures with a reference engine into an HDF5 dataset (parallel on Dask, resumable)."""
     from fastqmd.config import load_config
@@ -30,7 +32,8 @@ def generate_cmd(
     cfg = load_config(GenerateConfig, config)
     if workers is not None:  # validated by the config's own rule (one line, exit 2, before any work)
         cfg = GenerateConfig.model_validate({**cfg.model_dump(), "workers": workers})
-    rep = generate(cfg, scheduler=scheduler, retry_failed=retry_failed, progress=not quiet)
+    rep = generate(cfg, scheduler=scheduler, retry_failed=retry_failed, progress=not quiet,
+                   dashboard=dashboard)
     typer.echo(
         f"{cfg.output}: {rep.requested} structures, {rep.already_done} already done, "
         f"{rep.computed} computed ({rep.failed} failed) in {rep.wall_time_s:.1f} s "
