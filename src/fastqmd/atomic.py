@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 
 def fsync_path(path: Path | str) -> None:
     """fsync a file or a directory by path."""
@@ -30,6 +28,8 @@ def replace_durably(tmp: Path, path: Path) -> None:
 
 def atomic_torch_save(obj, path: Path | str) -> None:
     """torch.save(obj) to `path` atomically (see module docstring)."""
+    import torch  # here, not at the top: datasets and the CLI use this module without torch
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
