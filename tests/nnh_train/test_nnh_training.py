@@ -156,7 +156,7 @@ def test_repulsion_least_squares_recovers_a_known_pair_potential(water_h5):
     from fastqmd.nnh.targets import load_targets
     from fastqmd.nnh.train import TrainConfig, build_energy_config, fit_repulsion
 
-    ts = load_targets(water_h5)
+    ts = list(load_targets(water_h5))  # in memory: the planted labels below replace the stored ones
     ds = Dataset(water_h5)
     cfg = TrainConfig(dataset=water_h5, output="unused", model=dict(TINY_MODEL, repulsion_many_body=False),
                       dtype="float64")
