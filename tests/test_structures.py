@@ -5,7 +5,6 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 from ase.io import write
-from fastqmd.units import KB_EV as kB
 
 from fastqmd.errors import InputError
 from fastqmd.structures import (
@@ -17,6 +16,7 @@ from fastqmd.structures import (
     thermal_displacements,
     validate_atoms,
 )
+from fastqmd.units import KB_EV as kB
 
 
 @pytest.mark.parametrize("n,natoms", [(4, 64), (5, 125), (6, 216)])
@@ -115,3 +115,19 @@ def test_bad_structures_are_input_errors(tmp_path):
     (tmp_path / "junk.xyz").write_text("this is not\nan xyz file\n")
     with pytest.raises(InputError, match="cannot read"):
         build_structures(StructureFile(path=tmp_path / "junk.xyz"))
+    with pytest.raises(InputError, match="no atoms"):
+        validate_atoms(Atoms())
+    with pytest.raises(InputError, match="mixed periodic"):
+        validate_atoms(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1.0]], cell=[5, 5, 5], pbc=[True, True, False]))
+
+
+def test_file_sources_take_path_and_accept_file(tmp_path):
+    """`kind: file` and `kind: molecule` read a structure file from `path:`; `file:` is an accepted alias of both,
+    and the stored field names (config hashes of existing runs) are unchanged."""
+    write(tmp_path / "w.xyz", molecule("H2O"))
+    for key in ("path", "file"):
+        f = StructureFile.model_validate({"kind": "file", key: str(tmp_path / "w.xyz")})
+        m = Molecule.model_validate({"kind": "molecule", key: str(tmp_path / "w.xyz"), "sampling": "random"})
+        assert build_structures(f)[0].get_chemical_formula() == "H2O"
+        assert build_structures(m)[0].get_chemical_formula() == "H2O"
+        assert f.model_dump()["path"] == m.model_dump()["file"] == tmp_path / "w.xyz"

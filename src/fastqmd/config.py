@@ -1,5 +1,6 @@
 """Configuration plumbing shared by every command: frozen pydantic models that reject unknown keys, YAML
-loading with one-line errors, and the formatting of validation errors for the CLI.
+loading with one-line errors, the formatting of validation errors for the CLI (every problem named), and the
+checks of output paths that commands run before they write anything.
 
 Configs only describe; library code acts. A config that names an unknown key, a wrong type or an
 unreadable file raises `InputError` (CLI: one line, exit code 2) before anything is written.
