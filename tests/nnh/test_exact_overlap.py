@@ -7,32 +7,23 @@ import torch
 from ase.build import bulk, molecule
 
 from fastqmd.nnh.exact_overlap import PySCFOverlap
+from fastqmd.testing import check_gradient
 
 FD_STEP_A = 1e-4
-FD_TOL = 1e-7  # central differences of smooth integrals: O(h²) ≈ 1e-8 relative
+FD_TOL = 1e-7  # central differences of smooth integrals: O(h²) ≈ 1e-8 relative (× max(1, max |∂L/∂R|))
 
 
-def fd_grad(f, x, h=FD_STEP_A):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
+def assert_overlap_gradient(op, positions, weights):
+    """∂L/∂R of L = Re Σ W* ∘ S(R) by autograd against central differences (step FD_STEP_A)."""
 
-
-def check_gradient(op, positions, weights):
-    def loss_np(x):
-        S = op(torch.tensor(x)).detach()
-        return float((weights.conj() * S).real.sum()) if S.is_complex() else float((weights * S).sum())
+    def loss(x):
+        S = op(torch.as_tensor(x))
+        return (weights.conj() * S).real.sum() if S.is_complex() else (weights * S).sum()
 
     x = torch.tensor(positions, requires_grad=True)
-    S = op(x)
-    L = (weights.conj() * S).real.sum() if S.is_complex() else (weights * S).sum()
-    (g,) = torch.autograd.grad(L, x)
-    g_fd = fd_grad(loss_np, positions)
-    np.testing.assert_allclose(g.numpy(), g_fd, atol=FD_TOL * max(1.0, np.abs(g_fd).max()))
+    (g,) = torch.autograd.grad(loss(x), x)
+    check_gradient(lambda y: float(loss(y).detach()), positions, g, h=FD_STEP_A,
+                   atol=FD_TOL * max(1.0, float(g.abs().max())), rtol=1e-7)  # rtol: assert_allclose's default
     return g
 
 
@@ -47,7 +38,7 @@ def test_molecular_overlap_matches_engine_and_finite_differences():
     np.testing.assert_allclose(op(torch.tensor(atoms.positions)).numpy(), S_ref, atol=1e-13)
     rng = np.random.default_rng(0)
     W = torch.tensor(rng.normal(size=S_ref.shape))
-    g = check_gradient(op, atoms.positions.copy(), W + W.T)
+    g = assert_overlap_gradient(op, atoms.positions.copy(), W + W.T)
     assert abs(g.sum(0)).max() < 1e-10  # translation invariance of S
 
 
@@ -62,7 +53,7 @@ def test_periodic_overlap_gradient_at_gamma_and_general_k(kpt):
     rng = np.random.default_rng(1)
     A = rng.normal(size=(1, 8, 8)) + (1j * rng.normal(size=(1, 8, 8)) if S.is_complex() else 0)
     W = torch.tensor(A + np.conj(np.swapaxes(A, 1, 2)))
-    check_gradient(op, atoms.positions.copy(), W)
+    assert_overlap_gradient(op, atoms.positions.copy(), W)
 
 
 def test_backward_is_differentiable_in_the_incoming_gradient():

@@ -11,6 +11,7 @@ from fastqmd.nnh import to_kspace, to_real_space
 from fastqmd.nnh.irreps import block_coupling, e3nn_to_fastqmd, fastqmd_D
 from fastqmd.nnh.model import default_dtype
 from fastqmd.orbitals import orbital_rotation, random_rotation, real_wigner_D
+from fastqmd.testing import Transform, assert_equivariant, central_differences
 
 EQUIV_TOL = 1e-10  # float64 equivariance, absolute, eV (blocks are O(1))
 FD_RTOL = 1e-6  # autograd vs central finite differences, relative
@@ -18,9 +19,24 @@ FD_RTOL = 1e-6  # autograd vs central finite differences, relative
 
 def real_space(model, symbols, pos, cell, pbc):
     """{shift tuple: H(R) numpy} and the graph."""
-    g = model.graph(symbols, pos, cell, pbc)
+    g = model.graph(list(symbols), pos, cell, pbc)
     HR, shifts = to_real_space(model(torch.tensor(pos), torch.tensor(cell), g), g)
     return {tuple(s): H for s, H in zip(shifts.tolist(), HR.detach().numpy())}, g
+
+
+def stacked(H: dict) -> np.ndarray:
+    """[n_shifts, nao, nao] H(R) in sorted shift order."""
+    return np.stack([H[s] for s in sorted(H)])
+
+
+def rigid(R, t, n: int) -> Transform:
+    """r → R r + t for n atoms, no relabelling."""
+    return Transform(np.asarray(R), np.asarray(t, dtype=float), np.arange(n))
+
+
+def rotated_blocks(basis_spec, symbols):
+    """The output transform of orbital blocks: H → D(Q) H D(Q)ᵀ (every shift)."""
+    return lambda H, T: (lambda D: D @ H @ D.T)(orbital_rotation(basis_spec, symbols, T.Q))
 
 
 def test_e3nn_basis_change_is_orthogonal_and_reproduces_fastqmd_wigner_D():
@@ -57,33 +73,33 @@ def test_molecule_blocks_rotate_with_wigner_D(h_model, basis_spec, molecule, imp
     symbols, pos = molecule
     R = random_rotation(1) * (-1 if improper else 1)
     H0, _ = real_space(h_model, symbols, pos, np.zeros((3, 3)), False)
-    H1, _ = real_space(h_model, symbols, pos @ R.T + [0.7, -2.0, 3.1], np.zeros((3, 3)), False)
-    D = orbital_rotation(basis_spec, symbols, R)
     assert np.abs(H0[(0, 0, 0)]).max() > 0.1  # not trivially zero
     assert np.abs(H0[(0, 0, 0)] - H0[(0, 0, 0)].T).max() == 0.0
-    assert np.abs(D @ H0[(0, 0, 0)] @ D.T - H1[(0, 0, 0)]).max() < EQUIV_TOL
+    assert_equivariant(lambda p: real_space(h_model, symbols, p, np.zeros((3, 3)), False)[0][(0, 0, 0)], (pos,),
+                       ("positions",), rotated_blocks(basis_spec, symbols), atol=EQUIV_TOL,
+                       transform=rigid(R, [0.7, -2.0, 3.1], len(pos)))
 
 
 def test_periodic_blocks_rotate_with_wigner_D(h_model, basis_spec, crystal):
     symbols, pos, cell = crystal
     R = random_rotation(2)
+    T = rigid(R, [0.3, 0.1, -0.4], len(pos))
     H0, g = real_space(h_model, symbols, pos, cell, True)
-    H1, _ = real_space(h_model, symbols, pos @ R.T + [0.3, 0.1, -0.4], cell @ R.T, True)
+    H1, _ = real_space(h_model, symbols, T.positions(pos), T.vector(cell), True)
     assert len(H0) > 10 and set(H0) == set(H1)
     assert bool((g.edge_i == g.edge_j).any())  # self-image edges in this small cell
-    D = orbital_rotation(basis_spec, symbols, R)
-    err = max(np.abs(D @ H0[s] @ D.T - H1[s]).max() for s in H0)
-    assert err < EQUIV_TOL
+    assert_equivariant(lambda p, c: stacked(real_space(h_model, symbols, p, c, True)[0]), (pos, cell),
+                       ("positions", "vector"), rotated_blocks(basis_spec, symbols), atol=EQUIV_TOL, transform=T)
 
 
 def test_permuting_atoms_permutes_blocks(h_model, basis_spec, crystal):
     symbols, pos, cell = crystal
     perm = [2, 0, 1]
-    H0, _ = real_space(h_model, symbols, pos, cell, True)
-    H1, _ = real_space(h_model, [symbols[p] for p in perm], pos[perm], cell, True)
     offs = basis_spec.offsets(symbols)
     orb = np.concatenate([np.arange(offs[p], offs[p + 1]) for p in perm])
-    assert max(np.abs(H0[s][np.ix_(orb, orb)] - H1[s]).max() for s in H0) < EQUIV_TOL
+    assert_equivariant(lambda p, s: stacked(real_space(h_model, s, p, cell, True)[0]), (pos, np.array(symbols)),
+                       ("positions", "per_atom"), lambda H, T: H[:, orb][:, :, orb], atol=EQUIV_TOL,
+                       transform=Transform(np.eye(3), np.zeros(3), np.array(perm)))
 
 
 def test_hk_hermitian_and_equal_to_bloch_sum_of_hr(h_model, crystal):
@@ -142,22 +158,13 @@ def test_gradients_reach_positions_and_cell(h_model, crystal):
     p = torch.tensor(pos, requires_grad=True)
     c = torch.tensor(cell, requires_grad=True)
     gp, gc = torch.autograd.grad(loss(p, c), (p, c))
-    delta = 1e-5
-    for x0, grad, other in ((pos, gp, "p"), (cell, gc, "c")):
-        for idx in [(0, 0), (1, 2), (2, 1)]:
-            xp, xm = x0.copy(), x0.copy()
-            xp[idx] += delta
-            xm[idx] -= delta
-            with torch.no_grad():
-                fd = fd_loss(loss, other, pos, cell, xp, xm, delta)
-            assert abs(float(fd) - float(grad[idx])) <= FD_RTOL * max(1.0, abs(float(fd)))
-
-
-def fd_loss(loss, which, pos, cell, xp, xm, delta):
-    """Central difference of loss along the displaced positions (which = "p") or cell ("c")."""
-    if which == "p":
-        return (loss(torch.tensor(xp), torch.tensor(cell)) - loss(torch.tensor(xm), torch.tensor(cell))) / (2 * delta)
-    return (loss(torch.tensor(pos), torch.tensor(xp)) - loss(torch.tensor(pos), torch.tensor(xm))) / (2 * delta)
+    idx = [(0, 0), (1, 2), (2, 1)]
+    with torch.no_grad():
+        fd_p = central_differences(lambda x: loss(torch.as_tensor(x), torch.tensor(cell)), pos, 1e-5, idx)
+        fd_c = central_differences(lambda x: loss(torch.tensor(pos), torch.as_tensor(x)), cell, 1e-5, idx)
+    for fd, grad in ((fd_p, gp), (fd_c, gc)):
+        for i in idx:
+            assert abs(fd[i] - float(grad[i])) <= FD_RTOL * max(1.0, abs(fd[i]))
 
 
 def test_offsite_blocks_vanish_smoothly_at_the_cutoff(h_model):
@@ -187,5 +194,6 @@ def test_isolated_atom_onsite_block_is_rotation_invariant(h_model, basis_spec):
     """No edges: H is the on-site block of a free atom, which must commute with every D(R) (Schur: c·1 per l)."""
     H, g = real_space(h_model, ["O"], np.zeros((1, 3)), np.zeros((3, 3)), False)
     assert g.edge_i.numel() == 0 and list(H) == [(0, 0, 0)]
-    D = orbital_rotation(basis_spec, ["O"], random_rotation(12))
-    assert np.abs(D @ H[(0, 0, 0)] @ D.T - H[(0, 0, 0)]).max() < EQUIV_TOL
+    assert_equivariant(lambda p: real_space(h_model, ["O"], p, np.zeros((3, 3)), False)[0][(0, 0, 0)],
+                       (np.zeros((1, 3)),), ("positions",), rotated_blocks(basis_spec, ["O"]), atol=EQUIV_TOL,
+                       transform=rigid(random_rotation(12), np.zeros(3), 1))

@@ -7,6 +7,7 @@ import torch
 from fastqmd.electronic import OverlapNotPositiveDefiniteError
 from fastqmd.nnh import check_positive_definite, to_kspace, to_real_space
 from fastqmd.orbitals import orbital_rotation, random_rotation
+from fastqmd.testing import Transform, assert_equivariant, central_differences
 
 EQUIV_TOL = 1e-10
 FD_RTOL = 1e-6
@@ -27,23 +28,34 @@ def energy(model, symbols, pos, cell, pbc):
 def model_graph(symbols, pos, cell, pbc, cutoff):
     from fastqmd.nnh import build_graph
 
-    return build_graph(symbols, np.asarray(pos), np.asarray(cell), pbc, cutoff, ["H", "O"], {"H": 5, "O": 14})
+    return build_graph(list(symbols), np.asarray(pos), np.asarray(cell), pbc, cutoff, ["H", "O"], {"H": 5, "O": 14})
+
+
+def stacked(S: dict) -> np.ndarray:
+    """[n_shifts, nao, nao] S(R) in sorted shift order."""
+    return np.stack([S[s] for s in sorted(S)])
 
 
 def test_overlap_rotates_with_wigner_D_molecule_and_cell(s_model, basis_spec, molecule, crystal):
     R = random_rotation(8)
     symbols, pos = molecule
+
+    def rotated(S, T):
+        D = orbital_rotation(basis_spec, symbols, T.Q)
+        return D @ S @ D.T
+
     S0 = overlap_real_space(s_model, symbols, pos, np.zeros((3, 3)), False)[(0, 0, 0)]
-    S1 = overlap_real_space(s_model, symbols, pos @ R.T + 1.5, np.zeros((3, 3)), False)[(0, 0, 0)]
-    D = orbital_rotation(basis_spec, symbols, R)
     assert np.abs(S0 - np.eye(len(S0))).max() > 0.05  # off-site blocks are not trivially zero
-    assert np.abs(D @ S0 @ D.T - S1).max() < EQUIV_TOL
+    assert_equivariant(lambda p: overlap_real_space(s_model, symbols, p, np.zeros((3, 3)), False)[(0, 0, 0)],
+                       (pos,), ("positions",), rotated, atol=EQUIV_TOL,
+                       transform=Transform(R, np.full(3, 1.5), np.arange(len(pos))))
     symbols, pos, cell = crystal
+    T = Transform(R, np.full(3, -0.7), np.arange(len(pos)))
     S0 = overlap_real_space(s_model, symbols, pos, cell, True)
-    S1 = overlap_real_space(s_model, symbols, pos @ R.T - 0.7, cell @ R.T, True)
-    D = orbital_rotation(basis_spec, symbols, R)
+    S1 = overlap_real_space(s_model, symbols, T.positions(pos), T.vector(cell), True)
     assert set(S0) == set(S1)
-    assert max(np.abs(D @ S0[s] @ D.T - S1[s]).max() for s in S0) < EQUIV_TOL
+    assert_equivariant(lambda p, c: stacked(overlap_real_space(s_model, symbols, p, c, True)), (pos, cell),
+                       ("positions", "vector"), rotated, atol=EQUIV_TOL, transform=T)
     assert max(np.abs(S0[s] - S0[tuple(-v for v in s)].T).max() for s in S0) == 0.0  # S(−R) = S(R)ᵀ
 
 
@@ -86,13 +98,11 @@ def test_overlap_gradient_matches_finite_differences(s_model, crystal):
 
     p = torch.tensor(pos, requires_grad=True)
     (grad,) = torch.autograd.grad(loss(p), p)
-    for idx in [(0, 1), (2, 2)]:
-        xp, xm = pos.copy(), pos.copy()
-        xp[idx] += 1e-5
-        xm[idx] -= 1e-5
-        with torch.no_grad():
-            fd = float(loss(torch.tensor(xp)) - loss(torch.tensor(xm))) / 2e-5
-        assert abs(fd - float(grad[idx])) <= FD_RTOL * max(1.0, abs(fd))
+    idx = [(0, 1), (2, 2)]
+    with torch.no_grad():
+        fd = central_differences(lambda x: loss(torch.as_tensor(x)), pos, 1e-5, idx)
+    for i in idx:
+        assert abs(fd[i] - float(grad[i])) <= FD_RTOL * max(1.0, abs(fd[i]))
 
 
 def test_positive_definite_check_passes_and_fails_clearly():
@@ -106,18 +116,21 @@ def test_positive_definite_check_passes_and_fails_clearly():
 def test_repulsion_is_invariant(rep_model, molecule, crystal):
     symbols, pos = molecule
     R = random_rotation(9) * -1  # improper too
-    E0 = energy(rep_model, symbols, pos, np.zeros((3, 3)), False)
-    E1 = energy(rep_model, symbols, pos @ R.T + 2.0, np.zeros((3, 3)), False)
-    perm = [3, 5, 4, 0, 2, 1]
-    E2 = energy(rep_model, [symbols[p] for p in perm], pos[perm], np.zeros((3, 3)), False)
-    assert abs(float(E0)) > 1e-3
-    assert abs(float(E1 - E0)) < 1e-12 and abs(float(E2 - E0)) < 1e-12
+    zero = np.zeros((3, 3))
+    assert abs(float(energy(rep_model, symbols, pos, zero, False))) > 1e-3
+    E_mol = lambda p, s: float(energy(rep_model, s, p, zero, False))  # noqa: E731
+    n = len(pos)
+    assert_equivariant(E_mol, (pos, np.array(symbols)), ("positions", "per_atom"), "invariant", atol=1e-12,
+                       transform=Transform(R, np.full(3, 2.0), np.arange(n)))
+    assert_equivariant(E_mol, (pos, np.array(symbols)), ("positions", "per_atom"), "invariant", atol=1e-12,
+                       transform=Transform(np.eye(3), np.zeros(3), np.array([3, 5, 4, 0, 2, 1])))
     symbols, pos, cell = crystal
     Ec = energy(rep_model, symbols, pos, cell, True)
-    Er = energy(rep_model, symbols, pos @ R.T, cell @ R.T, True)
+    assert_equivariant(lambda p, c: float(energy(rep_model, symbols, p, c, True)), (pos, cell),
+                       ("positions", "vector"), "invariant", atol=1e-12,
+                       transform=Transform(R, np.zeros(3), np.arange(len(pos))))
     sc = cell * np.array([[1], [2], [1]])
     Es = energy(rep_model, symbols * 2, np.concatenate([pos, pos + cell[1]]), sc, True)
-    assert abs(float(Er - Ec)) < 1e-12
     assert abs(float(Es - 2 * Ec)) < 1e-11  # extensive: a 1×2×1 supercell has twice the energy
 
 
@@ -135,11 +148,8 @@ def test_repulsion_is_smooth_at_cutoff_and_forces_match_fd(rep_model, crystal):
     g = model_graph(symbols, pos, cell, True, rc)
     p = torch.tensor(pos, requires_grad=True)
     (grad,) = torch.autograd.grad(rep_model(p, torch.tensor(cell), g), p)
-    for idx in [(0, 0), (1, 1), (2, 2)]:
-        xp, xm = pos.copy(), pos.copy()
-        xp[idx] += 1e-5
-        xm[idx] -= 1e-5
-        with torch.no_grad():
-            c = torch.tensor(cell)
-            fd = float(rep_model(torch.tensor(xp), c, g) - rep_model(torch.tensor(xm), c, g)) / 2e-5
-        assert abs(fd - float(grad[idx])) <= FD_RTOL * max(1.0, abs(fd))
+    idx = [(0, 0), (1, 1), (2, 2)]
+    with torch.no_grad():
+        fd = central_differences(lambda x: rep_model(torch.as_tensor(x), torch.tensor(cell), g), pos, 1e-5, idx)
+    for i in idx:
+        assert abs(fd[i] - float(grad[i])) <= FD_RTOL * max(1.0, abs(fd[i]))
