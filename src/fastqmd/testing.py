@@ -53,10 +53,10 @@ def central_differences(f: Callable, x, h: float = 1e-4, indices: Sequence | Non
 
 
 def check_gradient(f: Callable, x, grad, *, h: float = 1e-4, atol: float = 1e-6, rtol: float = 0.0,
-                   indices: Sequence | None = None) -> float:
+                   indices: Sequence | None = None, label: str = "") -> float:
     """Assert that `grad` (same shape as x) is ∂f/∂x at x: |grad_i − fd_i| ≤ atol + rtol |fd_i| for every
     checked element (all, or `indices`), fd by `central_differences` with step h. Raises AssertionError
-    naming the worst element; returns max |grad − fd| over the checked elements."""
+    naming the worst element (prefixed by `label`); returns max |grad − fd| over the checked elements."""
     fd = central_differences(f, x, h, indices)
     g = _numpy(grad)
     if g.shape != fd.shape:
@@ -67,7 +67,7 @@ def check_gradient(f: Callable, x, grad, *, h: float = 1e-4, atol: float = 1e-6,
     worst = np.unravel_index(int(np.argmax(excess)), fd.shape)
     if excess[worst] > 0:
         raise AssertionError(
-            f"gradient check failed at {tuple(int(i) for i in worst)}: analytic {g[worst]:.10g}, "
+            f"{label + ': ' if label else ''}gradient check failed at {tuple(int(i) for i in worst)}: analytic {g[worst]:.10g}, "
             f"finite difference {fd[worst]:.10g} (h={h:g}), |diff| {err[worst]:.3g} > "
             f"atol {atol:g} + rtol {rtol:g}·|fd|; max |diff| {err.max():.3g}"
         )

@@ -74,3 +74,14 @@ def test_cli_single_prints_energy_and_user_errors_exit_2(tmp_path):
     bad = subprocess.run([sys.executable, "-c", "from fastqmd.cli import main; main()", "rsdft", "single",
                           str(tmp_path / "missing.xyz")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not found" in bad.stderr
+
+
+def test_unconverged_scf_is_a_calculation_failed_and_keeps_the_last_state():
+    """Today's promise: an SCF that does not converge is never returned silently (CLI: exit 3)."""
+    from fastqmd.errors import CalculationFailed
+
+    atoms = water_atoms()
+    atoms.calc = RSDFTCalculator(grid_points=16, max_iter=2)
+    with pytest.raises(CalculationFailed, match="not converged in 2 iterations"):
+        atoms.get_potential_energy()
+    assert atoms.calc.scf_result is not None and not atoms.calc.scf_result.converged

@@ -3,7 +3,8 @@
 `RSDFTCalculator(**settings)` (settings: `RSDFTSettings`, frozen, unknown keys rejected) returns
 energy = free_energy = the Mermin free energy F (eV; the force-consistent energy), forces = −∂F/∂R (eV/Å) and,
 in `calc.results["eigenvalues"]`, the KS eigenvalues (eV). The converged state (orbitals, density, potentials on
-the grid, in atomic units) stays available as `calc.scf_result` for MOR.
+the grid, in atomic units) stays available as `calc.scf_result` for MOR. An SCF that does not converge in `max_iter`
+iterations raises `SCFNotConverged` (a `fastqmd.errors.CalculationFailed`); `calc.scf_result` is then its last state.
 Grid: the atoms' orthorhombic cell (or `box_ang`) with `grid_points` per axis; grid points at origin + i·h with
 origin = `origin_ang` (default: the cell origin, so atoms at lattice-aligned positions sit on grid points).
 Warm starts between MD steps: orbitals and density are linearly extrapolated from the last two SCF solutions
@@ -37,7 +38,7 @@ class RSDFTSettings(BaseModel):
     electronic_temperature_K: float = Field(315.775, gt=0)  # kT = 1e-3 Ha
     n_empty: int = Field(2, ge=0)
     eigensolver: Literal["lobpcg", "abpg"] = "lobpcg"
-    energy_tol_eV: float = Field(1e-7 * 27.211386, gt=0)
+    energy_tol_eV: float = Field(1e-7 * HARTREE_EV, gt=0)  # 1e-7 Ha
     density_tol: float = Field(1e-5, gt=0)
     max_iter: int = Field(100, ge=1)
     warm_start: bool = True
@@ -83,7 +84,7 @@ class RSDFTCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         from fastqmd.dft.forces import hellmann_feynman_forces
-        from fastqmd.dft.scf import Model, scf
+        from fastqmd.dft.scf import Model, SCFNotConverged, scf
 
         super().calculate(atoms, properties, system_changes)
         s = self.settings
@@ -105,8 +106,12 @@ class RSDFTCalculator(Calculator):
         if hist:
             U0 = extrapolate(hist[-1][1], hist[-2][1] if len(hist) > 1 else None)
             n0 = 2 * hist[-1][2] - hist[-2][2] if len(hist) > 1 else hist[-1][2]
-        res = scf(model, grid, eigensolver=s.eigensolver, U0=U0, n0=n0, e_tol=s.energy_tol_eV / HARTREE_EV,
-                  rho_tol=s.density_tol, max_iter=s.max_iter, verbose=s.verbose)
+        try:
+            res = scf(model, grid, eigensolver=s.eigensolver, U0=U0, n0=n0, e_tol=s.energy_tol_eV / HARTREE_EV,
+                      rho_tol=s.density_tol, max_iter=s.max_iter, verbose=s.verbose)
+        except SCFNotConverged as exc:
+            self.scf_result = exc.result  # the last state, for inspection or a restart from U0/n0
+            raise
         self._history = (hist + [(key, res.orbitals, res.density)])[-2:]
         self.scf_result = res
         F = hellmann_feynman_forces(res)

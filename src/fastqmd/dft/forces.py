@@ -1,26 +1,26 @@
 """Hellmann–Feynman forces F_a = −∂F/∂R_a of the grid-sampled Mermin free energy (Ha/Bohr).
 
 At self-consistency the free energy is stationary in the orbitals and occupations, so only explicit R dependence
-remains: F = F_ion (erfc pair sum) + F_local (ΔV_loc and the Gaussian charges, local.py) + F_nonlocal (projectors,
-nonlocal_pp.py). All pieces differentiate the point-sampled functions analytically, so they are the exact
-derivative of the energy as sampled on the grid; the sum over atoms is not zero on a finite grid (egg-box effect).
+remains: the sum of the terms' explicit forces (terms.py): nonlocal (projectors, nonlocal_pp.py), local (ΔV_loc,
+local.py), Hartree (the Gaussian compensating charges, local.py) and ion–ion (erfc pair sum, ions.py). All pieces
+differentiate the point-sampled functions analytically, so they are the exact derivative of the energy as sampled
+on the grid; the sum over atoms is not zero on a finite grid (egg-box effect).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fastqmd.dft.local import local_forces
-from fastqmd.dft.nonlocal_pp import nonlocal_forces
-from fastqmd.dft.scf import SCFResult, q_max
+from fastqmd.dft.scf import SCFResult
+from fastqmd.dft.terms import ForceTerm, KSState
 
 
 def hellmann_feynman_forces(result: SCFResult) -> np.ndarray:
-    """Total forces [n_atoms, 3] in Ha/Bohr for a converged SCF result."""
+    """Total forces [n_atoms, 3] in Ha/Bohr for a converged SCF result: Σ over the model's terms with forces."""
     disc = result.disc
-    model = disc.model
-    F = disc.F_ion.copy()
-    F += local_forces(model.pseudos, np.asarray(model.positions, float), disc.grid, model.r_c, result.density, result.v_hartree,
-                      q_max(model, disc.grid))
-    F += nonlocal_forces(disc.blocks, result.orbitals, result.occupations, len(model.symbols))
+    state = KSState(result.orbitals, result.occupations, result.density, result.v_hartree)
+    F = np.zeros((len(disc.model.symbols), 3))
+    for term in disc.model.terms:
+        if isinstance(term, ForceTerm):
+            F += term.forces(disc, state)
     return F

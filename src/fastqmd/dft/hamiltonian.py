@@ -27,9 +27,14 @@ class Hamiltonian:
     def apply(self, U: np.ndarray) -> np.ndarray:
         """H U for U [k, n_grid] → [k, n_grid]."""
         k = U.shape[0]
-        Ug = U.reshape((k,) + self.grid.shape)
-        HU = -0.5 * laplacian(Ug, self.grid) + self.V * Ug
-        return HU.reshape(k, -1) + apply_nonlocal(self.blocks, U)
+        HU = kinetic(U, self.grid) + (self.V * U.reshape((k,) + self.grid.shape)).reshape(k, -1)
+        return HU + apply_nonlocal(self.blocks, U)
+
+
+def kinetic(U: np.ndarray, grid: Grid) -> np.ndarray:
+    """T U = −½ ∇²_FD U for U [k, n_grid] → [k, n_grid]."""
+    k = U.shape[0]
+    return (-0.5 * laplacian(U.reshape((k,) + grid.shape), grid)).reshape(k, -1)
 
 
 def kinetic_energies(U: np.ndarray, grid: Grid) -> np.ndarray:

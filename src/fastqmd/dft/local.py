@@ -4,7 +4,8 @@ E_loc,short = ∫ n(r) Σ_a ΔV_loc,a(|r − R_a|) d³r,   ΔV_loc = V_loc + Z e
 b(r) = −Σ_a Z_a (π r_c²)^{−3/2} e^{−|r−R_a|²/r_c²}  (ionic Gaussian charges, electron sign convention),
 so that V_loc,a = ΔV_loc,a + [potential of b_a] exactly, and the long-range part enters through Poisson of n + b.
 Forces on atom a (−∂E/∂R_a, point-sampled functions, so exactly consistent with the grid-sampled energy):
-F_a = ∫ n ∇ΔV_loc,a(r − R_a) d³r − Z_a ∫ V_H ∇g_a(r − R_a) d³r, with ∇g = −2 (r − R)/r_c² g.
+F_a = ∫ n ∇ΔV_loc,a(r − R_a) d³r (`local_short_forces`) − Z_a ∫ V_H ∇g_a(r − R_a) d³r (`compensation_forces`, the
+Hartree term's), with ∇g = −2 (r − R)/r_c² g.
 Periodic grids use the minimum image (requires the functions to vanish beyond half the box: r_c ≲ L/12).
 """
 
@@ -44,14 +45,23 @@ def compensation_charge(pseudos: list[GTHPseudo], positions: np.ndarray, grid: G
     return b
 
 
-def local_forces(pseudos, positions, grid: Grid, r_c: float, n: np.ndarray, V_H: np.ndarray,
-                 q_max: float | None = None) -> np.ndarray:
-    """F_a = ∫ n ∇ΔV_loc,a dV − Z_a ∫ V_H ∇g_a dV, [n_atoms, 3] (Ha/Bohr)."""
+def local_short_forces(pseudos, positions, grid: Grid, r_c: float, n: np.ndarray,
+                       q_max: float | None = None) -> np.ndarray:
+    """F_a = ∫ n ∇ΔV_loc,a(r − R_a) dV = −∂/∂R_a ∫ n ΔV_loc at fixed n, [n_atoms, 3] (Ha/Bohr)."""
+    F = np.zeros((len(pseudos), 3))
+    for a, (pp, R) in enumerate(zip(pseudos, positions)):
+        d, r = _radii(grid, R)
+        w = n * radial_functions(pp, r_c, q_max).vloc_short(r)[1]  # n (1/r) dΔV/dr
+        F[a] = [np.sum(w * d[k]) * grid.dV for k in range(3)]
+    return F
+
+
+def compensation_forces(pseudos, positions, grid: Grid, r_c: float, V_H: np.ndarray) -> np.ndarray:
+    """F_a = −Z_a ∫ V_H ∇g_a(r − R_a) dV = −∂/∂R_a ½∫(n + b)V_H at fixed n, [n_atoms, 3] (Ha/Bohr)."""
     F = np.zeros((len(pseudos), 3))
     norm = (np.pi * r_c**2) ** -1.5
     for a, (pp, R) in enumerate(zip(pseudos, positions)):
         d, r = _radii(grid, R)
-        dV = radial_functions(pp, r_c, q_max).vloc_short(r)[1]  # (1/r) dΔV/dr
-        w = n * dV + pp.Z * V_H * (2 / r_c**2) * norm * np.exp(-(r**2) / r_c**2)
+        w = pp.Z * V_H * (2 / r_c**2) * norm * np.exp(-(r**2) / r_c**2)
         F[a] = [np.sum(w * d[k]) * grid.dV for k in range(3)]
     return F

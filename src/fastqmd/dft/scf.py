@@ -2,9 +2,11 @@
 
 Mermin free energy (atomic units), minimized over orthonormal orbitals and Fermi–Dirac occupations o_n:
 F = Σ_n o_n ⟨u_n|−½∇²_FD|u_n⟩ + E_nl + ∫ n ΔV_loc + ½∫(n+b) V_H + E_xc[n] + E_ion − TS,
-V_H = Poisson[n + b] (periodic FFT or free space), E_ion = erfc pair sum − self energy (see ions.py).
+V_H = Poisson[n + b] (periodic FFT or free space), E_ion = erfc pair sum − self energy (see ions.py); the terms are
+`Model.terms` (terms.py), and V_eff = Σ of the density terms' potentials δE_t/δn.
 Loop: V_eff[n_in] → eigensolver step → occupations (μ by bisection) → n_out, F → mix n_in ← mixer(n_in, n_out);
-stop when |ΔF| < e_tol on two consecutive iterations and ∫|n_out − n_in| < rho_tol.
+stop when |ΔF| < e_tol on two consecutive iterations and ∫|n_out − n_in| < rho_tol. No convergence within
+max_iter raises `SCFNotConverged` (a `fastqmd.errors.CalculationFailed`) carrying the last state as `.result`.
 Default mixers: Pulay (α = 0.5, 8 vectors) with LOBPCG; with ABPG the potential is rebuilt every iteration from a
 linearly mixed density (α = 0.5; α = 1, MGmol's choice, sloshes with period 2 for some geometries on coarse grids).
 Warm starts: pass the previous orbitals `U0` and density `n0` (the ASE calculator extrapolates them between MD steps).
@@ -17,17 +19,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastqmd.dft.eigensolvers import LOBPCG, make_eigensolver, orthonormalize
+from fastqmd.dft.eigensolvers import ABPG, LOBPCG, make_eigensolver, orthonormalize
 from fastqmd.dft.grid import Grid
-from fastqmd.dft.hamiltonian import Hamiltonian, kinetic_energies
+from fastqmd.dft.hamiltonian import Hamiltonian
 from fastqmd.dft.ions import ion_energy_forces
 from fastqmd.dft.local import compensation_charge, local_potential
 from fastqmd.dft.mixing import LinearMixer, PulayMixer
-from fastqmd.dft.nonlocal_pp import ProjectorBlock, nonlocal_energy, projector_blocks
+from fastqmd.dft.nonlocal_pp import ProjectorBlock, projector_blocks
 from fastqmd.dft.occupations import fermi_dirac
-from fastqmd.dft.poisson import hartree_potential
 from fastqmd.dft.pseudo import GTHPseudo, load_gth
-from fastqmd.dft.xc import xc_energy_potential
+from fastqmd.dft.terms import DensityTerm, Kinetic, OrbitalTerm, model_terms
+from fastqmd.errors import CalculationFailed
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +58,11 @@ class Model:
     def n_states(self) -> int:
         return int(np.ceil(self.n_electrons / 2)) + self.n_empty
 
+    @property
+    def terms(self) -> tuple:
+        """The energy terms of F, in summation order (terms.py)."""
+        return model_terms(self.xc)
+
     def moved(self, positions: np.ndarray) -> Model:
         return Model(self.symbols, np.asarray(positions, float), self.xc, self.kT, self.n_empty, self.r_c, self.charge,
                      self.filter_pseudo)
@@ -72,6 +79,10 @@ class Discretization:
     blocks: list[ProjectorBlock]
     E_ion: float
     F_ion: np.ndarray
+
+    @property
+    def q_max(self) -> float | None:
+        return q_max(self.model, self.grid)
 
 
 def discretize(model: Model, grid: Grid) -> Discretization:
@@ -125,42 +136,41 @@ def density(U: np.ndarray, occ: np.ndarray, grid: Grid) -> np.ndarray:
     return (occ @ (U * U)).reshape(grid.shape) / grid.dV
 
 
-def effective_potential(disc: Discretization, n: np.ndarray, xc: str):
-    """(V_eff, V_H, v_xc, E_H, E_xc) for density n."""
-    g = disc.grid
-    rho = n + disc.b
-    V_H = hartree_potential(rho, g)
-    E_xc, v_xc = xc_energy_potential(n, g, xc)
-    E_H = 0.5 * float(np.sum(rho * V_H)) * g.dV
-    return disc.v_short + V_H + v_xc, V_H, v_xc, E_H, E_xc
+def effective_potential(disc: Discretization, n: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[float, np.ndarray]]]:
+    """(V_eff = Σ_t δE_t/δn over the model's density terms, {term name: (E_t, δE_t/δn)}) for density n."""
+    parts = {t.name: t.energy_potential(disc, n) for t in disc.model.terms if isinstance(t, DensityTerm)}
+    V_eff = None
+    for _, V in parts.values():
+        V_eff = V if V_eff is None else V_eff + V
+    return V_eff, parts
 
 
-def free_energy_terms(disc: Discretization, U: np.ndarray, occ: np.ndarray, mTS: float, xc: str,
+def free_energy_terms(disc: Discretization, U: np.ndarray, occ: np.ndarray, mTS: float,
                       eps: np.ndarray | None = None, V_in: np.ndarray | None = None):
-    """Energy terms at orbitals U with occupations occ; returns (terms, n, V_eff, V_H, v_xc).
+    """Energy terms {name: E_t} (plus minus_TS, free_energy, energy) at orbitals U with occupations occ;
+    returns (terms, n, V_eff, V_H, v_xc).
 
     When U are Ritz vectors of H[V_in] with Ritz values eps, the kinetic energy follows from the band energy,
     Σ o_n ⟨u_n|T|u_n⟩ = Σ o_n ε_n − ∫ n V_in − E_nl (saves one Laplacian per SCF iteration)."""
     g = disc.grid
     n = density(U, occ, g)
-    V_eff, V_H, v_xc, E_H, E_xc = effective_potential(disc, n, xc)
-    E_nl = nonlocal_energy(disc.blocks, U, occ)
-    if eps is None:
-        E_kin = float(occ @ kinetic_energies(U, g))
-    else:
-        E_kin = float(occ @ eps) - float(np.sum(n * V_in)) * g.dV - E_nl
-    t = {
-        "kinetic": E_kin,
-        "nonlocal": E_nl,
-        "local_short": float(np.sum(n * disc.v_short)) * g.dV,
-        "hartree_total": E_H,
-        "xc": E_xc,
-        "ion_short": disc.E_ion,
-        "minus_TS": mTS,
-    }
+    V_eff, parts = effective_potential(disc, n)
+    t: dict[str, float] = {}
+    for term in disc.model.terms:
+        if isinstance(term, DensityTerm):
+            t[term.name] = parts[term.name][0]
+        elif isinstance(term, Kinetic) and eps is not None:
+            t[term.name] = np.nan  # from the band energy below, once E_nl is known
+        elif isinstance(term, OrbitalTerm):
+            t[term.name] = term.energy(disc, U, occ)
+        else:
+            t[term.name] = term.energy(disc)
+    if eps is not None:
+        t["kinetic"] = float(occ @ eps) - float(np.sum(n * V_in)) * g.dV - t["nonlocal"]
+    t["minus_TS"] = mTS
     t["free_energy"] = sum(t.values())
     t["energy"] = t["free_energy"] - mTS
-    return t, n, V_eff, V_H, v_xc
+    return t, n, V_eff, parts["hartree_total"][1], parts["xc"][1]
 
 
 def initial_orbitals(model: Model, grid: Grid, seed: int = 0) -> np.ndarray:
@@ -174,14 +184,24 @@ def initial_orbitals(model: Model, grid: Grid, seed: int = 0) -> np.ndarray:
     return orthonormalize(U)
 
 
+class SCFNotConverged(CalculationFailed):
+    """The real-space SCF did not converge within max_iter; `.result` is the last state (converged False)."""
+
+    def __init__(self, message: str, result: SCFResult):
+        super().__init__(message)
+        self.result = result
+
+
 def scf(model: Model, grid: Grid, eigensolver="lobpcg", mixer=None, U0: np.ndarray | None = None,
         n0: np.ndarray | None = None, e_tol: float = 1e-7, rho_tol: float = 1e-5, max_iter: int = 100,
-        verbose: bool = False) -> SCFResult:
-    """Solve the Kohn–Sham equations; returns the converged state (Mermin free energy in Ha)."""
+        verbose: bool = False, raise_unconverged: bool = True) -> SCFResult:
+    """Solve the Kohn–Sham equations; returns the converged state (Mermin free energy in Ha). Without
+    convergence in max_iter iterations: SCFNotConverged (or, with raise_unconverged=False, the last state with
+    converged False, e.g. for convergence studies)."""
     t0 = time.perf_counter()
     solver = make_eigensolver(eigensolver) if isinstance(eigensolver, str) else eigensolver
     if mixer is None:
-        mixer = LinearMixer(0.5) if solver.__class__.__name__ == "ABPG" else PulayMixer(0.5, 8)
+        mixer = LinearMixer(0.5) if isinstance(solver, ABPG) else PulayMixer(0.5, 8)
     if hasattr(solver, "reset"):
         solver.reset()
     mixer.reset()
@@ -190,7 +210,7 @@ def scf(model: Model, grid: Grid, eigensolver="lobpcg", mixer=None, U0: np.ndarr
     disc = discretize(model, grid)
     N_e = model.n_electrons
     n_in = -disc.b * (N_e / -grid.integrate(disc.b)) if n0 is None else np.maximum(n0, 0.0) * (N_e / grid.integrate(n0))
-    V_eff = effective_potential(disc, n_in, model.xc)[0]
+    V_eff = effective_potential(disc, n_in)[0]
     if U0 is None:
         U = initial_orbitals(model, grid)
         _, U, _, _ = LOBPCG(maxiter=30).step(Hamiltonian(grid, V_eff, disc.blocks), U)
@@ -202,7 +222,7 @@ def scf(model: Model, grid: Grid, eigensolver="lobpcg", mixer=None, U0: np.ndarr
         H = Hamiltonian(grid, V_eff, disc.blocks)
         eps, U_ritz, U, res = solver.step(H, U)
         occ, mu, mTS = fermi_dirac(eps, N_e, model.kT)
-        terms, n_out, V_out, V_H, v_xc = free_energy_terms(disc, U_ritz, occ, mTS, model.xc, eps, V_eff)
+        terms, n_out, V_out, V_H, v_xc = free_energy_terms(disc, U_ritz, occ, mTS, eps, V_eff)
         F = terms["free_energy"]
         dn = grid.integrate(np.abs(n_out - n_in))
         history.append(F)
@@ -214,6 +234,11 @@ def scf(model: Model, grid: Grid, eigensolver="lobpcg", mixer=None, U0: np.ndarr
             converged = True
             break
         n_in = mixer(n_in, n_out)
-        V_eff = effective_potential(disc, n_in, model.xc)[0]
-    return SCFResult(disc, eps, occ, U_ritz, n_out, V_H, v_xc, V_out, mu, terms, converged, it,
-                     time.perf_counter() - t0, history)
+        V_eff = effective_potential(disc, n_in)[0]
+    result = SCFResult(disc, eps, occ, U_ritz, n_out, V_H, v_xc, V_out, mu, terms, converged, it,
+                       time.perf_counter() - t0, history)
+    if not converged and raise_unconverged:
+        dF = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")
+        raise SCFNotConverged(f"real-space SCF not converged in {max_iter} iterations (|ΔF| = {dF:.1e} Ha, "
+                              f"∫|Δn| = {dn:.1e}; tolerances {e_tol:g} Ha, {rho_tol:g})", result)
+    return result
