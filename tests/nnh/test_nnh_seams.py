@@ -151,3 +151,22 @@ def test_learned_overlap_is_the_union_member(cu_model):
     assert isinstance(cu_model.config.overlap, LearnedOverlap)
     assert cu_model.overlap.cell_differentiable
     assert np.isclose(cu_model.cutoff, 3.0)
+
+
+def test_old_model_file_loads_with_the_same_energy(cu_model, tmp_path):
+    """A model.pt written before the union (flat overlap keys, no s_grad_from_energy) loads and gives the same E;
+    the dtype override reaches the learned S head inside the union."""
+    from fastqmd.nnh.checkpoint import MODEL_FORMAT, atomic_save, load_energy_model
+
+    path = tmp_path / "old_model.pt"
+    atomic_save({"format": MODEL_FORMAT, "version": 1, "config": json.dumps(flat_config("learned")),
+                 "state": cu_model.state_dict()}, path)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.rattle(0.05, seed=4)
+    s = system_from_atoms(atoms)
+    e_ref = float(NNHPotential(cu_model).compute(s).energy)
+    loaded = load_energy_model(path)
+    assert loaded.config == cu_model.config
+    assert float(NNHPotential(loaded).compute(s).energy) == e_ref
+    m32 = load_energy_model(path, dtype="float32")
+    assert m32.config.overlap.s.dtype == "float32" and m32.s.onsite[0].dtype == torch.float32
