@@ -24,10 +24,15 @@ from fastqmd.data.store import Dataset
 from fastqmd.errors import InputError
 
 FASTQMD = [sys.executable, "-c", "from fastqmd.cli import main; main()"]
-# the CLI with a slow fake engine: every sample takes SLOW_S seconds more (in-process: workers 0)
+# the CLI with a slow fake engine (in-process, workers 0): every sample takes SLOW_S seconds more, and waits
+# while the file HOLD exists
 FASTQMD_SLOW = [sys.executable, "-c",
-                "import os, time; import fastqmd.data.generate as g; f = g.label_structure; "
-                "g.label_structure = lambda *a: (time.sleep(float(os.environ['SLOW_S'])), f(*a))[1]; "
+                "import os, time; import fastqmd.data.generate as g; f = g.label_structure\n"
+                "def slow(*a):\n"
+                "    time.sleep(float(os.environ['SLOW_S']))\n"
+                "    while os.path.exists(os.environ.get('HOLD', '')): time.sleep(0.05)\n"
+                "    return f(*a)\n"
+                "g.label_structure = slow\n"
                 "from fastqmd.cli import main; main()"]
 REFUSED_WITHIN_S = 20.0  # CLI start-up (imports, structure checks) + the 3 s scheduler connect timeout
 
@@ -45,10 +50,10 @@ def water_config(tmp_path, count=6, workers=0, out="water.h5"):
     return path
 
 
-def start_slow(cfg_path, slow_s):
+def start_slow(cfg_path, slow_s, hold=""):
     return subprocess.Popen([*FASTQMD_SLOW, "generate", str(cfg_path), "--quiet"], start_new_session=True,
-                            env={**os.environ, "SLOW_S": str(slow_s)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, "SLOW_S": str(slow_s), "HOLD": str(hold)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(predicate, timeout_s=120.0):
@@ -58,6 +63,13 @@ def wait_for(predicate, timeout_s=120.0):
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting")
+
+
+def lock_record(out):
+    try:
+        return json.loads(lock_path(out).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
 def n_parts(out):
@@ -81,8 +93,10 @@ def test_second_run_on_a_locked_output_exits_2_naming_the_holder(tmp_path):
     n = 12
     cfg_path = water_config(tmp_path, count=n)
     out = tmp_path / "water.h5"
-    first = start_slow(cfg_path, 0.4)
-    wait_for(lambda: n_parts(out) >= 1)  # the holder has written its lock record before its first sample
+    hold = tmp_path / "hold"
+    hold.touch()
+    first = start_slow(cfg_path, 0.0, hold)  # holds the lock, its samples wait while `hold` exists
+    wait_for(lambda: lock_record(out).get("pid") == first.pid)
     t0 = time.perf_counter()
     r = subprocess.run([*FASTQMD, "generate", str(cfg_path), "--quiet"], capture_output=True, text=True,
                        timeout=120)
@@ -93,6 +107,7 @@ def test_second_run_on_a_locked_output_exits_2_naming_the_holder(tmp_path):
     assert f"pid {first.pid} on host {socket.gethostname()}" in lines[0] and str(out) in lines[0]
     assert refused_after < REFUSED_WITHIN_S
     assert first.poll() is None, "the second run must be refused while the first still runs"
+    hold.unlink()
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert_complete(out, cfg_path, n)  # the first run's output is complete and intact
@@ -108,7 +123,7 @@ def test_kill_9_releases_the_lock_and_the_rerun_completes_without_duplicates(tmp
     proc.communicate()
     done_before = n_parts(out)
     assert 3 <= done_before < n and not out.exists()
-    assert json.loads(lock_path(out).read_text())["pid"] == proc.pid  # stale record, no lock held
+    assert lock_record(out)["pid"] == proc.pid  # a stale record: the lock itself died with its holder
     r = subprocess.run([*FASTQMD, "generate", str(cfg_path), "--quiet"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
