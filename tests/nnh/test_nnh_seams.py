@@ -170,3 +170,17 @@ def test_old_model_file_loads_with_the_same_energy(cu_model, tmp_path):
     assert float(NNHPotential(loaded).compute(s).energy) == e_ref
     m32 = load_energy_model(path, dtype="float32")
     assert m32.config.overlap.s.dtype == "float32" and m32.s.onsite[0].dtype == torch.float32
+
+
+def test_provider_called_without_a_graph_gives_the_model_s(cu_model):
+    """S(frame, positions, cell): without the caller's graph the provider takes one from the model's cache."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.rattle(0.05, seed=6)
+    system = system_from_atoms(atoms)
+    frame = frame_of(system, (2, 1, 1))
+    g = cu_model.graph(frame.symbols, atoms.positions, atoms.cell.array, frame.pbc)
+    with torch.no_grad():
+        S_model = cu_model(frame, system.positions, system.cell, g).S
+        S_alone = cu_model.overlap(frame, system.positions, system.cell)
+    assert S_alone.shape == (2, 36, 36) and S_alone.is_complex()
+    assert (S_alone - S_model).abs().max() < 1e-14

@@ -142,10 +142,10 @@ class EnergyModel(torch.nn.Module):
         self.species = self.h.species
         self.graphs = GraphCache(self.species, self.h.layout.n_orbitals)
         ov = config.overlap
-        self.overlap: OverlapProvider  # S(frame, positions, cell, graph) -> S(k)
+        self.overlap: OverlapProvider  # S(frame, positions, cell[, graph]) -> S(k)
         if isinstance(ov, LearnedOverlap):
             self.s = TwoCentreOverlap(ov.s)
-            self.overlap = LearnedS(self.s, grad_from_energy=config.s_grad_from_energy)
+            self.overlap = LearnedS(self.s, self.graphs, grad_from_energy=config.s_grad_from_energy)
         elif isinstance(ov, TableOverlap):
             self.s = TabulatedOverlap(ov.table)
             self.overlap = TabulatedS(self.s, self.graphs)

@@ -1,12 +1,13 @@
 """The overlap seam of the NNH energy — one protocol for the three S providers — the learned two-centre S head,
 and the S > 0 check.
 
-Seam: `OverlapProvider`, S(frame, positions, cell, graph) → S(k) [nk, nao, nao] (float64 at Γ-only frames, else
+Seam: `OverlapProvider`, S(frame, positions, cell[, graph]) → S(k) [nk, nao, nao] (float64 at Γ-only frames, else
 complex128) at the frame's k-points, differentiable in positions (and cell where `cell_differentiable`):
 `LearnedS` (this module), `TabulatedS` (`fastqmd.nnh.tblite_overlap`, tblite's exact S from radial tables) and
-`ExactS` (`fastqmd.nnh.exact_overlap`, PySCF integrals). `graph` is the model's shared graph; providers that reach
-further take theirs from the model's `GraphCache`. `check_positive_definite` factors S once per forward and
-returns the factor, which the free energy reuses.
+`ExactS` (`fastqmd.nnh.exact_overlap`, PySCF integrals). `graph` is the model's shared graph when the caller has
+one (the learned head evaluates on it); otherwise, and for the tables' longer reach, a provider takes its graph
+from the model's `GraphCache`. `check_positive_definite` factors S once per forward and returns the factor,
+which the free energy reuses.
 
 The learned head (for engines that give S but not dS/dR):
 
@@ -38,7 +39,7 @@ from torch import Tensor
 from fastqmd.config import FrozenModel
 from fastqmd.electronic.free_energy import OverlapNotPositiveDefiniteError, hermitize
 from fastqmd.nnh.blocks import Blocks, BlockLayout, symmetrize_offsite, to_kspace
-from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
+from fastqmd.nnh.graph import Graph, GraphCache, build_graph, edge_vectors
 from fastqmd.nnh.irreps import two_centre_channels
 from fastqmd.nnh.radial import DTYPES, bessel_basis, default_dtype, mlp, polynomial_envelope
 
@@ -47,13 +48,13 @@ if TYPE_CHECKING:
 
 
 class OverlapProvider(Protocol):
-    """S(frame, positions, cell, graph) → S(k) [nk, nao, nao] float64/complex128 at frame.kpoints (module docstring).
-
-    positions [N, 3] Å, cell [3, 3] Å: float64 torch tensors (gradients flow back); graph: the model's graph."""
+    """S(frame, positions, cell[, graph]) → S(k) [nk, nao, nao] float64/complex128 at frame.kpoints (module
+    docstring). positions [N, 3] Å, cell [3, 3] Å: float64 torch tensors (gradients flow back); graph: the model's
+    shared graph, if the caller has one."""
 
     cell_differentiable: bool  # S depends on the cell through autograd (stress)
 
-    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor: ...
+    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph | None = None) -> Tensor: ...
 
 
 class OverlapConfig(FrozenModel):
@@ -146,17 +147,21 @@ class TwoCentreOverlap(torch.nn.Module):
 
 
 class LearnedS:
-    """`OverlapProvider` of the learned head on the model graph: S(k) = Σ_R e^{i2πk·R} S_θ(R), in the head's dtype,
-    returned in float64/complex128. grad_from_energy False: S keeps its full position dependence (Pulay forces)
-    but the energy moves no parameter of the head (it then learns from the S loss alone)."""
+    """`OverlapProvider` of the learned head: S(k) = Σ_R e^{i2πk·R} S_θ(R) on the given graph (or one at the head's
+    cutoff from `graphs`), in the head's dtype, returned in float64/complex128. grad_from_energy False: S keeps its
+    full position dependence (Pulay forces) but the energy moves no parameter of the head (it then learns from the
+    S loss alone)."""
 
     cell_differentiable = True
 
-    def __init__(self, head: TwoCentreOverlap, grad_from_energy: bool = True):
-        self.head = head
+    def __init__(self, head: TwoCentreOverlap, graphs: GraphCache, grad_from_energy: bool = True):
+        self.head, self.graphs = head, graphs
         self.grad_from_energy = grad_from_energy
 
-    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
+    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph | None = None) -> Tensor:
+        if graph is None:
+            graph = self.graphs.get(frame.symbols, frame.pbc, positions.detach().cpu().numpy(),
+                                    cell.detach().cpu().numpy(), self.head.config.cutoff, device=positions.device)
         dt = self.head.onsite[0].dtype
         p, c = positions.to(dt), cell.to(dt)
         if self.grad_from_energy:

@@ -306,7 +306,7 @@ class TabulatedS:
     def __init__(self, tables: TabulatedOverlap, graphs: GraphCache, skin: float = 0.5):
         self.tables, self.graphs, self.skin = tables, graphs, float(skin)
 
-    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
+    def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph | None = None) -> Tensor:
         sg = self.graphs.get(frame.symbols, frame.pbc, positions.detach().cpu().numpy(), cell.detach().cpu().numpy(),
                              self.tables.cutoff, self.skin, positions.device)
         k64 = torch.as_tensor(frame.kpoints, dtype=torch.float64, device=positions.device)
