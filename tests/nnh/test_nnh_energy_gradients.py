@@ -29,7 +29,10 @@ def test_forces_and_cell_gradient_of_free_energy_plus_repulsion_match_fd(h_model
     E = total_energy(h_model, s_model, rep_model, g, p, c, kpts, kw)
     dE_dp, dE_dc = torch.autograd.grad(E, (p, c))
     assert torch.isfinite(dE_dp).all() and float(dE_dp.abs().max()) > 1e-3
-    E = lambda p, c: total_energy(h_model, s_model, rep_model, g, torch.as_tensor(p), torch.as_tensor(c), kpts, kw)  # noqa: E731
+
+    def E(p, c):
+        return total_energy(h_model, s_model, rep_model, g, torch.as_tensor(p), torch.as_tensor(c), kpts, kw)
+
     with torch.no_grad():
         fd_p = central_differences(lambda x: E(x, cell), pos, 1e-5, [(0, 0), (1, 2), (2, 1)])
         fd_c = central_differences(lambda x: E(pos, x), cell, 1e-5, [(1, 1), (2, 0)])

@@ -104,9 +104,9 @@ class EnergyModelConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _same_basis(self) -> EnergyModelConfig:
-        ov = self.overlap
-        basis = ov.s.basis if isinstance(ov, LearnedOverlap) else ov.table.basis if isinstance(ov, TableOverlap) else None
-        if basis is not None and {k: tuple(v) for k, v in basis.items()} != self.h.basis:
+        inner = {"learned": "s", "table": "table"}.get(self.overlap.kind)  # the exact S takes the dataset's basis
+        basis = getattr(self.overlap, inner).basis if inner else self.h.basis
+        if {k: tuple(v) for k, v in basis.items()} != self.h.basis:
             raise ValueError(f"overlap basis {basis} differs from the H model's {self.h.basis}")
         return self
 
