@@ -182,6 +182,7 @@ class Case:
     code: int = 2
 
 
+CUDA = __import__("torch").cuda.is_available()
 FILE_STRUCTURE = {"kind": "file", "path": "s.extxyz"}
 O_H = {"O": (0, 0, 0, 1, 1, 2), "H": (0, 0, 1)}  # the fake dataset's basis
 
@@ -198,6 +199,11 @@ CASES = [
                                                                             "factory": "no_such_module:Calc"}))],
          "no_such_module"),
     Case("md-pinned-out-of-range", lambda t, s: ["md", yml(t, md_cfg(pinned=[99]))], "pinned atom index 99"),
+    Case("md-all-pinned", lambda t, s: ["md", yml(t, md_cfg(pinned=list(range(32))))], "all 32 atoms are pinned"),
+    Case("md-masses-not-an-element", lambda t, s: ["md", yml(t, md_cfg(masses={"Xx": 3.0}))], "'Xx' is not an element"),
+    Case("md-negative-temperature", lambda t, s: ["md", yml(t, md_cfg(temperature_K=-5))], "temperature_K"),
+    Case("md-thermostat-at-0K", lambda t, s: ["md", yml(t, md_cfg(temperature_K=0, ensemble={"kind": "langevin"}))],
+         "needs temperature_K > 0"),
     Case("md-molecule-name-and-path", lambda t, s: ["md", yml(t, md_cfg(structure={
         "kind": "molecule", "name": "H2O", "path": "x.xyz", "sampling": "random"}))], "exactly one of 'name' or 'path'"),
     # ---- structures: the checks of `generate`, shared by md and rsdft
@@ -225,6 +231,8 @@ CASES = [
     Case("md-output-parent-is-a-file", lambda t, s: ((t / "f").write_text("x"),
                                                      ["md", yml(t, md_cfg(str(t / "f" / "run")))])[1], "is a file"),
     Case("md-steps-0", lambda t, s: ["md", yml(t, md_cfg()), "--steps", "0"], "--steps must be ≥ 1"),
+    *([] if CUDA else [Case("md-cuda-without-cuda", lambda t, s: ["md", yml(t, md_cfg(device="cuda"))],
+                            "CUDA is not available")]),
     Case("md-blowup-exit-3", lambda t, s: ["md", yml(t, md_cfg(str(t / "hot"), guard={"max_temperature_K": 150}))],
          "last good frame", 3),
     # ---- datasets
@@ -239,6 +247,12 @@ CASES = [
         "basis", "[1, 2"))], "corrupt dataset header"),
     Case("info-no-samples-group", lambda t, s: ["dataset", "info", damaged(t, s, lambda f: f.__delitem__("samples"))],
          "corrupt dataset header"),
+    Case("info-sample-without-status", lambda t, s: ["dataset", "info", damaged(t, s, lambda f: f[
+        "samples/00000001"].attrs.__delitem__("status"))], "sample 00000001 is damaged (no attribute 'status')"),
+    Case("info-sample-without-numbers", lambda t, s: ["dataset", "info", damaged(t, s, lambda f: f[
+        "samples/00000001"].__delitem__("numbers"))], "sample 00000001 is damaged (no array 'numbers')"),
+    Case("export-sample-without-numbers", lambda t, s: ["dataset", "export", damaged(t, s, lambda f: f[
+        "samples/00000000"].__delitem__("numbers"))], "sample 00000000 is damaged (no 'numbers')"),
     Case("export-onto-itself", lambda t, s: ["dataset", "export", str(dataset_copy(t, s)), "-o", str(t / "d.h5")],
          "is the input"),
     Case("export-onto-itself-overwrite", lambda t, s: ["dataset", "export", str(dataset_copy(t, s)), "-o",
@@ -265,6 +279,8 @@ CASES = [
     Case("analyze-missing", lambda t, s: ["analyze", str(t / "none.extxyz")], "trajectory not found"),
     Case("analyze-nan-frame", lambda t, s: ["analyze", traj(t, [cu(), cu(nan=True)], "a.extxyz")], "frame 1"),
     Case("analyze-atoms-change", lambda t, s: ["analyze", traj(t, [cu(), cu(8)], "a.extxyz")], "other atoms"),
+    Case("analyze-no-times", lambda t, s: ["analyze", str((write(t / "p.xyz", [cu(), cu()]), t / "p.xyz")[1])],
+         "--timestep-fs"),
     Case("analyze-negative-rmax", lambda t, s: ["analyze", traj(t, [cu(), cu()], "a.extxyz"), "--rmax", "-3"],
          "--rmax must be > 0"),
     Case("analyze-negative-timestep", lambda t, s: ["analyze", traj(t, [cu(), cu()], "a.extxyz"),

@@ -18,7 +18,7 @@ def times_fs(frames, timestep_fs: float | None = None) -> np.ndarray:
     if all("time_fs" in f.info for f in frames):
         return np.array([float(f.info["time_fs"]) for f in frames])
     if timestep_fs is None:
-        raise ValueError("frames carry no time_fs; give the time between frames")
+        raise ValueError("frames carry no time_fs; give the time between frames with --timestep-fs")
     return np.arange(len(frames)) * float(timestep_fs)
 
 

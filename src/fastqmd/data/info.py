@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from ase.data import chemical_symbols
 
-from fastqmd.data.store import Dataset
+from fastqmd.data.store import Dataset, damaged_sample
 
 
 def stats(values) -> dict[str, float]:
@@ -31,23 +31,24 @@ def summarize(path: str | Path) -> dict[str, Any]:
     elements: set[str] = set()
     failed = []
     for key in ds.keys(None):
-        g = ds.group(key)
-        a = g.attrs
-        numbers = g["numbers"][()]
-        elements.update(chemical_symbols[z] for z in numbers)
-        dmin.append(a.get("min_distance_A", np.nan))
-        wall.append(a.get("wall_time_s", np.nan))
-        if a["status"] != "ok":
-            failed.append({"index": int(key), "source": str(a["source"]), "error": str(a["error"])})
-            continue
-        n_atoms.append(len(numbers))
-        energies.append(a["energy"])
-        e_per_atom.append(a["energy"] / len(numbers))
-        nk.append(g["kpoints"].shape[0])
-        if "forces" in g:
-            F = g["forces"][()]
-            f_comp.append(F.ravel())
-            f_norm.append(np.linalg.norm(F, axis=1))
+        with damaged_sample(ds.path, key):  # a missing attribute or array: one InputError naming the sample
+            g = ds.group(key)
+            a = g.attrs
+            numbers = g["numbers"][()]
+            elements.update(chemical_symbols[z] for z in numbers)
+            dmin.append(a.get("min_distance_A", np.nan))
+            wall.append(a.get("wall_time_s", np.nan))
+            if a["status"] != "ok":
+                failed.append({"index": int(key), "source": str(a["source"]), "error": str(a["error"])})
+                continue
+            n_atoms.append(len(numbers))
+            energies.append(a["energy"])
+            e_per_atom.append(a["energy"] / len(numbers))
+            nk.append(g["kpoints"].shape[0])
+            if "forces" in g:
+                F = g["forces"][()]
+                f_comp.append(F.ravel())
+                f_norm.append(np.linalg.norm(F, axis=1))
     basis = ds.basis
     summary = {
         "path": str(path),

@@ -9,6 +9,8 @@ atom-pair block of a 216-atom Hamiltonian reads a few chunks, never the dense ma
 from __future__ import annotations
 
 import json
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -183,6 +185,25 @@ def _parse_root(f: h5py.File, path: Path) -> Header:
     return Header(str(engine), settings)
 
 
+@contextmanager
+def damaged_sample(path: Path, key: str):
+    """A missing attribute or array of a stored sample becomes one InputError naming the sample."""
+    try:
+        yield
+    except (KeyError, OSError) as exc:
+        raise InputError(f"{path}: sample {key} is damaged ({_missing(exc)})") from None
+
+
+def _missing(exc: Exception) -> str:
+    """h5py's and dict's KeyError texts as "no attribute 'x'" / "no array 'x'"."""
+    msg = str(exc).strip("\"'")
+    if m := re.search(r"attribute: '([^']+)'", msg):
+        return f"no attribute '{m.group(1)}'"
+    if m := re.search(r"object '([^']+)' doesn't exist", msg):
+        return f"no array '{m.group(1)}'"
+    return f"no '{msg}'" if isinstance(exc, KeyError) and " " not in msg else msg
+
+
 class Dataset:
     """Read-only view of a dataset file. Opens lazily (safe to pickle into DataLoader workers)."""
 
@@ -219,13 +240,23 @@ class Dataset:
     def keys(self, status: str | None = "ok") -> list[str]:
         """Sample group names in index order, filtered by status (None: all)."""
         g = self.file[SAMPLES]
-        return [k for k in sorted(g.keys()) if status is None or g[k].attrs["status"] == status]
+        if status is None:
+            return sorted(g.keys())
+        out = []
+        for k in sorted(g.keys()):
+            with damaged_sample(self.path, k):
+                if g[k].attrs["status"] == status:
+                    out.append(k)
+        return out
 
     def indices(self, status: str | None = None) -> set[int]:
         return {int(k) for k in self.keys(status)}
 
     def group(self, key: str) -> h5py.Group:
-        return self.file[SAMPLES][key]
+        samples = self.file[SAMPLES]
+        if key not in samples:
+            raise InputError(f"{self.path} has no sample {key}")
+        return samples[key]
 
     def block(self, key: str, name: str, i: int, j: int, k: int = 0) -> np.ndarray:
         """One atom-pair block of H or S at k-point k: reads only the chunks that hold it."""
@@ -235,11 +266,12 @@ class Dataset:
 
     def read(self, key: str, arrays: tuple[str, ...] | None = None) -> dict[str, Any]:
         """A sample's attributes and (selected) arrays as numpy."""
-        g = self.group(key)
-        out: dict[str, Any] = {k: v for k, v in g.attrs.items()}
-        for name in arrays if arrays is not None else g.keys():
-            if name in g:
-                out[name] = g[name][()]
+        with damaged_sample(self.path, key):
+            g = self.group(key)
+            out: dict[str, Any] = {k: v for k, v in g.attrs.items()}
+            for name in arrays if arrays is not None else g.keys():
+                if name in g:
+                    out[name] = g[name][()]
         return out
 
     def atoms(self, key: str):
@@ -248,13 +280,14 @@ class Dataset:
         from ase.calculators.singlepoint import SinglePointCalculator
 
         d = self.read(key, ("numbers", "positions", "cell", "pbc", "forces"))
-        atoms = Atoms(numbers=d["numbers"], positions=d["positions"], cell=d["cell"], pbc=d["pbc"])
-        atoms.info.update(index=int(key), status=str(d["status"]), source=str(d["source"]))
-        if d["status"] == "ok":
-            atoms.calc = SinglePointCalculator(atoms, energy=float(d["energy"]), forces=d.get("forces"))
-            atoms.info["fermi_level"] = float(d["fermi_level"])
-        else:
-            atoms.info["error"] = str(d["error"])
+        with damaged_sample(self.path, key):
+            atoms = Atoms(numbers=d["numbers"], positions=d["positions"], cell=d["cell"], pbc=d["pbc"])
+            atoms.info.update(index=int(key), status=str(d["status"]), source=str(d["source"]))
+            if d["status"] == "ok":
+                atoms.calc = SinglePointCalculator(atoms, energy=float(d["energy"]), forces=d.get("forces"))
+                atoms.info["fermi_level"] = float(d["fermi_level"])
+            else:
+                atoms.info["error"] = str(d["error"])
         return atoms
 
     def __iter__(self) -> Iterator[str]:

@@ -80,6 +80,8 @@ def config_hash(cfg: MDConfig) -> str:
 def start_structure(cfg: MDConfig, check_potential: bool = True):
     """The first structure of `cfg.structure`, validated like every structure (`validate_atoms`), with the
     pinned indices and (`check_potential`) the potential's elements checked against it."""
+    from ase.data import atomic_numbers
+
     from fastqmd.structures import build_structures, validate_atoms
 
     atoms = build_structures(cfg.structure)[0]
@@ -87,6 +89,11 @@ def start_structure(cfg: MDConfig, check_potential: bool = True):
     bad = [i for i in cfg.pinned if i >= len(atoms)]
     if bad:
         raise InputError(f"pinned atom index {bad[0]} out of range (structure has {len(atoms)} atoms)")
+    if len(set(cfg.pinned)) == len(atoms):
+        raise InputError(f"all {len(atoms)} atoms are pinned: nothing would move")
+    unknown = [el for el in cfg.masses if el not in atomic_numbers]
+    if unknown:
+        raise InputError(f"masses: '{unknown[0]}' is not an element symbol")
     if check_potential:
         check_elements(cfg.potential, atoms.get_chemical_symbols())
     return atoms
@@ -180,6 +187,8 @@ def run_md(cfg: MDConfig, overwrite: bool = False, potential=None) -> RunSummary
     integrator, the checkpoint of a resumed run — and only then are files of `output.dir` created, cut back
     or (`overwrite`) deleted: a rejected run leaves an earlier run's files byte-identical."""
     out = check_output_dir(cfg.output.dir)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("md device 'cuda' requested but CUDA is not available")
     ckpt_path, traj_path, log_path = out / CKPT, out / TRAJ, out / THERMO
     chash = config_hash(cfg)
     resume = ckpt_path.exists() and not overwrite
