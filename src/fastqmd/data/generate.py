@@ -55,7 +55,9 @@ from fastqmd.reference.base import Sample
 from fastqmd.reference.config import EngineConfig, build_engine
 from fastqmd.structures import StructureSource, build_structures, min_distance, validate_atoms
 
-CLUSTER_START_S = 10.0  # start + stop of a 2-worker LocalCluster: 6 s measured on one core, 25 s seen elsewhere
+# Cost of a 2-worker LocalCluster: importing dask 1.3 s, start 3.2 s, worker imports 0.5 s, stop 1.0 s (measured
+# on a loaded 1-core box); a wrong value only moves the break-even of `pays_to_start_cluster`
+CLUSTER_START_S = 6.0
 CONNECT_TIMEOUT_S = 3.0  # an existing scheduler that does not answer within this is an input error
 
 
