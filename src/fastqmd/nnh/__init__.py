@@ -11,7 +11,8 @@ Out: `Blocks` in eV (S dimensionless) in the fastqmd orbital convention (`fastqm
 Guarantees (tests/nnh): rotating + translating the input rotates every block by `orbital_rotation` (1e-10 in
 float64), permuting atoms permutes blocks, H(k) Hermitian, Bloch-consistent under lattice translations and
 supercells, gradients reach positions and cell. The H model, S head and E_rep must be built for the same
-element set (species indices are sorted symbols). Energy Ω[H(k), S(k)] + E_rep: `fastqmd.electronic`.
+element set (species indices are sorted symbols). Energy Ω[H(k), S(k)] + E_rep: `fastqmd.nnh.energy` on the math
+of `fastqmd.electronic`; the three S sources share one seam, `fastqmd.nnh.overlap.OverlapProvider`.
 """
 
 import importlib
@@ -23,11 +24,13 @@ _EXPORTS = {
     "to_kspace": "blocks",
     "to_real_space": "blocks",
     "Graph": "graph",
+    "GraphCache": "graph",
     "build_graph": "graph",
     "edge_vectors": "graph",
     "NNHConfig": "model",
     "NNHModel": "model",
     "OverlapConfig": "overlap",
+    "OverlapProvider": "overlap",
     "TwoCentreOverlap": "overlap",
     "check_positive_definite": "overlap",
     "Repulsion": "repulsion",
@@ -45,9 +48,11 @@ __all__ = [
     "BlockLayout",
     "Blocks",
     "Graph",
+    "GraphCache",
     "NNHConfig",
     "NNHModel",
     "OverlapConfig",
+    "OverlapProvider",
     "Repulsion",
     "RepulsionConfig",
     "TwoCentreOverlap",
