@@ -147,3 +147,14 @@ def test_calculator_potential_and_emt_equivariance():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
     atoms.rattle(0.05, seed=2)
     assert potential_equivariance(EMT(), system_from_atoms(atoms), seed=7, atol=1e-10, permutation=True) < 1e-10
+
+
+def test_four_point_differences_are_fourth_order():
+    """On f = Σ sin x at h = 1e-2: 2-point error h²/6 ≈ 1.7e-5, 4-point h⁴/30 ≈ 3e-10."""
+    x = np.array([0.3, 1.1])
+    f = lambda y: np.sin(y).sum()  # noqa: E731
+    assert check_gradient(f, x, np.cos(x), h=1e-2, atol=1e-9, points=4) < 1e-9
+    with pytest.raises(AssertionError):
+        check_gradient(f, x, np.cos(x), h=1e-2, atol=1e-9, points=2)
+    with pytest.raises(ValueError):
+        central_differences(f, x, points=3)

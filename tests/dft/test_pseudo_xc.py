@@ -8,6 +8,7 @@ from scipy.special import erf
 from fastqmd.dft.grid import Grid
 from fastqmd.dft.pseudo import load_gth, projector_radial, projector_values, solid_harmonics, vloc, vloc_short
 from fastqmd.dft.xc import xc_energy_potential
+from fastqmd.testing import check_gradient
 
 
 def test_gth_tables_match_published_water_parameters():
@@ -30,9 +31,8 @@ def test_vloc_formula_and_short_range_split():
     # the short-range remainder vanishes at large r and its radial derivative matches finite differences
     V, dV = vloc_short(O, np.array([8.0, 1.3]), r_c=1.0)
     assert abs(V[0]) < 1e-12
-    h = 1e-5
-    fd = (vloc_short(O, np.array([1.3 + h]), 1.0)[0] - vloc_short(O, np.array([1.3 - h]), 1.0)[0]) / (2 * h)
-    assert dV[1] * 1.3 == pytest.approx(fd[0], rel=1e-7)
+    check_gradient(lambda r: vloc_short(O, r, 1.0)[0][0], np.array([1.3]), np.array([dV[1] * 1.3]), h=1e-5,
+                   atol=1e-12, rtol=1e-7)
 
 
 @pytest.mark.parametrize("l,i", [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1)])
@@ -75,9 +75,8 @@ def test_vxc_is_functional_derivative_of_grid_exc(functional):
     n = 0.3 * np.exp(-(x**2 + y**2 + 0.5 * z**2)) + 0.01
     delta = np.exp(-((x - 0.5) ** 2 + y**2 + z**2))
     E, v = xc_energy_potential(n, grid, functional)
-    eps = 1e-5
-    dE = (xc_energy_potential(n + eps * delta, grid, functional)[0] - xc_energy_potential(n - eps * delta, grid, functional)[0]) / (2 * eps)
-    assert dE == pytest.approx(np.sum(v * delta) * grid.dV, rel=1e-6)
+    check_gradient(lambda t: xc_energy_potential(n + t[0] * delta, grid, functional)[0], np.zeros(1),
+                   np.array([np.sum(v * delta) * grid.dV]), h=1e-5, atol=1e-12, rtol=1e-6)
 
 
 def test_uniform_gas_lda_teter93_close_to_pz81_and_slater_exchange():

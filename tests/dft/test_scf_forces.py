@@ -8,6 +8,7 @@ from fastqmd.dft.eigensolvers import ABPG
 from fastqmd.dft.forces import hellmann_feynman_forces
 from fastqmd.dft.grid import Grid
 from fastqmd.dft.scf import Model, scf
+from fastqmd.testing import Transform, assert_equivariant, check_gradient
 
 TIGHT = dict(e_tol=1e-11, rho_tol=1e-8)
 FORCE_TOL = 1e-5  # Ha/Bohr
@@ -54,35 +55,22 @@ def test_abpg_agrees_with_lobpcg(ref):
 @pytest.mark.parametrize("atom,axis", [(1, 0), (2, 1), (1, 2)])
 def test_hydrogen_forces_match_central_differences(ref, atom, axis):
     model, res, F = ref
-    d = 1e-3
-    E = []
-    for s in (1, -1):
-        p = model.positions.copy()
-        p[atom, axis] += s * d
-        E.append(_energy(model, res, p))
-    assert abs(F[atom, axis] + (E[0] - E[1]) / (2 * d)) < FORCE_TOL
+    check_gradient(lambda p: _energy(model, res, p), model.positions, -F, h=1e-3, atol=FORCE_TOL,
+                   indices=[(atom, axis)])
 
 
 def test_oxygen_force_matches_fourth_order_differences(ref):
     """The O energy is rough on this coarse grid (egg-box), so use the 4-point stencil (error O(d⁴))."""
     model, res, F = ref
-    d = 5e-4
-    E = {}
-    for s in (2, 1, -1, -2):
-        p = model.positions.copy()
-        p[0, 0] += s * d
-        E[s] = _energy(model, res, p)
-    fd = -(8 * (E[1] - E[-1]) - (E[2] - E[-2])) / (12 * d)
-    assert abs(F[0, 0] - fd) < FORCE_TOL
+    check_gradient(lambda p: _energy(model, res, p), model.positions, -F, h=5e-4, atol=FORCE_TOL,
+                   indices=[(0, 0)], points=4)
 
 
 def test_force_sum_is_minus_translation_derivative(ref):
     """Σ_a F_a = −dF/dt for a rigid translation t (zero only in the continuum; here the egg-box force)."""
     model, res, F = ref
-    d = 5e-4
-    E = {s: _energy(model, res, model.positions + np.array([s * d, 0, 0])) for s in (2, 1, -1, -2)}
-    fd = -(8 * (E[1] - E[-1]) - (E[2] - E[-2])) / (12 * d)
-    assert abs(F[:, 0].sum() - fd) < FORCE_TOL
+    shift = lambda t: _energy(model, res, model.positions + np.array([t[0], 0, 0]))  # noqa: E731
+    check_gradient(shift, np.zeros(1), -F[:, :1].sum(0), h=5e-4, atol=FORCE_TOL, points=4)
     assert abs(F[:, 0].sum()) > 1.0  # the egg-box force is real and large at h = 0.375
 
 
@@ -90,7 +78,13 @@ def test_forces_rotate_with_molecule(ref):
     """A 90° rotation about z maps the grid onto itself, so F(QR) = Q F(R) up to SCF precision."""
     model, res, F = ref
     Q = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+    def energy_forces(positions):
+        if np.array_equal(positions, model.positions):
+            return res.free_energy, F  # the fixture's SCF
+        r = scf(model.moved(positions), GRID, **TIGHT)
+        return r.free_energy, hellmann_feynman_forces(r)
+
     # rotate about a grid point (the origin) so that the rotated geometry sits identically on the grid
-    r2 = scf(model.moved(model.positions @ Q.T), GRID, **TIGHT)
-    assert r2.free_energy == pytest.approx(res.free_energy, abs=1e-8)
-    np.testing.assert_allclose(hellmann_feynman_forces(r2), F @ Q.T, atol=1e-6)
+    assert_equivariant(energy_forces, [model.positions], ["positions"], ("invariant", "forces"),
+                       transform=Transform(Q, np.zeros(3), np.arange(3)), atol=(1e-8, 1e-6))

@@ -22,6 +22,7 @@ from fastqmd.electronic import (
     solve_spectrum,
 )
 from fastqmd.electronic.occupations import fermi_level
+from fastqmd.testing import check_gradient, directional_difference
 
 FD_RTOL = 1e-6  # finite-difference agreement, relative to the largest component
 DEGENERACY_TOL = 1e-12  # eigenvalue splitting that counts as exactly degenerate
@@ -53,10 +54,6 @@ def degenerate_pair(nk, complex_, seed=2):
     return H, S
 
 
-def directional_fd(fn, x, direction, h=1e-5):
-    return (fn(x + h * direction) - fn(x - h * direction)) / (2 * h)
-
-
 def rel_err(a, b):
     a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
@@ -81,8 +78,8 @@ def test_gradient_is_rho_and_minus_W_against_finite_differences(complex_):
     PH, PS = random_hermitian(nk, n, complex_, seed=7), random_hermitian(nk, n, complex_, seed=8, scale=0.1)
     A_H = lambda x: free_energy(x, S.detach(), w, Ne, kT)
     A_S = lambda x: free_energy(H.detach(), x, w, Ne, kT)
-    assert rel_err((gH.conj() * PH).sum().real, directional_fd(A_H, H.detach(), PH)) < FD_RTOL
-    assert rel_err((gS.conj() * PS).sum().real, directional_fd(A_S, S.detach(), PS)) < FD_RTOL
+    assert rel_err((gH.conj() * PH).sum().real, directional_difference(A_H, H.detach(), PH)) < FD_RTOL
+    assert rel_err((gS.conj() * PS).sum().real, directional_difference(A_S, S.detach(), PS)) < FD_RTOL
 
 
 @pytest.mark.parametrize("complex_", [False, True])
@@ -134,7 +131,7 @@ def test_second_derivative_at_degeneracy_matches_finite_differences(complex_, kT
             y = y.detach().requires_grad_()
             return torch.autograd.grad(fn(y), y)[0]
 
-        fd = directional_fd(grad_at, x, d, h=1e-5)
+        fd = directional_difference(grad_at, x, d, h=1e-5)
         assert rel_err(hv, fd) < FD_RTOL, wrt
 
 
@@ -211,14 +208,14 @@ def test_zero_temperature_limit_gapped():
     # at kT = 0 the gradient and the (gapped) second derivative are still exact
     P = random_hermitian(2, 6, False, seed=6)
     g, hv = _hvp(lambda x: free_energy(x, S, w, Ne, 0.0), H, P)
-    fd1 = directional_fd(lambda x: free_energy(x, S, w, Ne, 0.0), H, P)
+    fd1 = directional_difference(lambda x: free_energy(x, S, w, Ne, 0.0), H, P)
     assert rel_err((g * P).sum(), fd1) < FD_RTOL
 
     def grad_at(y):
         y = y.detach().requires_grad_()
         return torch.autograd.grad(free_energy(y, S, w, Ne, 0.0), y)[0]
 
-    assert rel_err(hv, directional_fd(grad_at, H, P)) < FD_RTOL
+    assert rel_err(hv, directional_difference(grad_at, H, P)) < FD_RTOL
 
 
 def test_band_energy_gradient_differs_from_mermin_and_matches_its_own_finite_differences():
@@ -230,8 +227,8 @@ def test_band_energy_gradient_differs_from_mermin_and_matches_its_own_finite_dif
     Hg = H.clone().requires_grad_()
     (g_band,) = torch.autograd.grad(free_energy(Hg, S, w, Ne, kT, mode="band"), Hg)
     (g_merm,) = torch.autograd.grad(free_energy(Hg, S, w, Ne, kT), Hg)
-    fd_band = directional_fd(lambda x: free_energy(x, S, w, Ne, kT, mode="band"), H, P)
-    fd_merm = directional_fd(lambda x: free_energy(x, S, w, Ne, kT), H, P)
+    fd_band = directional_difference(lambda x: free_energy(x, S, w, Ne, kT, mode="band"), H, P)
+    fd_merm = directional_difference(lambda x: free_energy(x, S, w, Ne, kT), H, P)
     assert rel_err((g_band * P).sum(), fd_band) < FD_RTOL
     assert rel_err((g_merm * P).sum(), fd_merm) < FD_RTOL
     assert abs(float(fd_band - fd_merm)) > 1e3 * 1e-9  # the two derivatives really differ
@@ -316,7 +313,7 @@ def test_forces_and_force_constants_at_symmetric_degenerate_geometry(name):
     F = -g
     assert float(F.detach().abs().max()) > 1e-3  # a breathing force: the test is not trivially zero
     D = torch.randn(R.shape, generator=_gen(20), dtype=F64)
-    fd_force = directional_fd(E, R, D)
+    fd_force = directional_difference(E, R, D)
     assert rel_err((g * D).sum(), fd_force) < FD_RTOL
     assert float(F.detach().sum(0).abs().max()) < 1e-12  # Newton's third law
     (hess_D,) = torch.autograd.grad((g * D).sum(), Rg)  # force constants along D, via the double backward
@@ -326,7 +323,7 @@ def test_forces_and_force_constants_at_symmetric_degenerate_geometry(name):
         return torch.autograd.grad(E(x), x)[0]
 
     assert bool(torch.isfinite(hess_D).all())
-    assert rel_err(hess_D, directional_fd(grad_at, R, D)) < FD_RTOL
+    assert rel_err(hess_D, directional_difference(grad_at, R, D)) < FD_RTOL
 
 
 @pytest.mark.parametrize("name", list(SYSTEMS))
@@ -344,11 +341,9 @@ def test_force_loss_gradient_is_finite_and_exact_at_degeneracy(name):
 
     t, lam = torch.tensor(1.0, dtype=F64, requires_grad=True), torch.tensor(0.9, dtype=F64, requires_grad=True)
     dL = torch.autograd.grad(loss(t, lam, True), (t, lam))
-    h = 1e-5
-    fd_t = (loss(t.detach() + h, lam.detach(), False) - loss(t.detach() - h, lam.detach(), False)) / (2 * h)
-    fd_l = (loss(t.detach(), lam.detach() + h, False) - loss(t.detach(), lam.detach() - h, False)) / (2 * h)
     assert all(math.isfinite(float(x)) for x in dL)
-    assert rel_err(dL[0], fd_t) < FD_RTOL and rel_err(dL[1], fd_l) < FD_RTOL
+    check_gradient(lambda p: loss(p[0], p[1], False), torch.stack([t, lam]).detach(), torch.stack(dL), h=1e-5,
+                   atol=0.0, rtol=FD_RTOL)
 
 
 def test_orthonormal_basis_zero_temperature_and_mixed_dtypes_gradgradcheck():

@@ -14,8 +14,9 @@ from ase.build import bulk, molecule
 from fastqmd.reference.pyscf_mol import PySCFMolEngine, pyscf_to_fastqmd_perm
 from fastqmd.reference.pyscf_pbc import PySCFPBCEngine
 from fastqmd.reference.xtb import TBLiteEngine
+from fastqmd.errors import CalculationFailed
 from fastqmd.reference.base import SCFError
-from fastqmd.units import HARTREE_EV, KB_EV
+from fastqmd.units import BOHR_ANG, HARTREE_EV, KB_EV
 
 TOL_EIG_EV = 1e-5  # issue requirement; H is rebuilt from the engine's eigenpairs, so ~1e-12 is typical
 TOL_FOCK_EV = 1e-4  # stored H vs PySCF get_fock(final density): limited by SCF convergence (conv_tol 1e-10 Ha)
@@ -123,8 +124,9 @@ def test_tblite_periodic_cu_eigenproblem(method, T):
 
 
 def test_tblite_unconverged_scc_raises_scf_error():
-    with pytest.raises(SCFError, match="not converged"):
+    with pytest.raises(SCFError, match="not converged") as exc:
         TBLiteEngine("GFN2-xTB", electronic_temperature_K=300.0, max_iter=20).compute(rattled_cu4())
+    assert isinstance(exc.value, CalculationFailed)  # the CLI's exit 3
 
 
 def test_tblite_h0_is_not_the_scc_hamiltonian():
@@ -132,7 +134,7 @@ def test_tblite_h0_is_not_the_scc_hamiltonian():
     from tblite.interface import Calculator
 
     at = molecule("H2O")
-    calc = Calculator("GFN2-xTB", at.numbers, at.positions / 0.52917721092)
+    calc = Calculator("GFN2-xTB", at.numbers, at.positions / BOHR_ANG)
     calc.set("verbosity", 0)
     calc.set("save-integrals", 1)
     r = calc.singlepoint()

@@ -6,6 +6,7 @@ from numpy.polynomial.legendre import leggauss
 
 from fastqmd.orbitals import e3nn_change_of_basis, orbital_rotation, random_rotation, real_sph_harm, real_wigner_D
 from fastqmd.reference.base import BasisSpec
+from fastqmd.testing import assert_equivariant
 
 EXACT = 1e-10  # analytic identities evaluated in float64
 
@@ -47,7 +48,8 @@ def test_wigner_D_rotates_harmonics_and_is_a_representation(l):
     R1, R2 = random_rotation(1), random_rotation(2)
     D1, D2 = real_wigner_D(l, R1), real_wigner_D(l, R2)
     u = np.random.default_rng(3).normal(size=(40, 3))
-    assert np.abs(real_sph_harm(l, u @ R1.T) - real_sph_harm(l, u) @ D1.T).max() < EXACT  # Y(R r) = D Y(r)
+    assert_equivariant(lambda r: real_sph_harm(l, r), [u], ["vector"], lambda Y, T: Y @ real_wigner_D(l, T.Q).T,
+                       seed=1, atol=EXACT)  # Y(R r) = D Y(r), R = random_rotation(1) = R1
     assert np.abs(D1 @ D1.T - np.eye(2 * l + 1)).max() < EXACT
     assert np.abs(real_wigner_D(l, R1 @ R2) - D1 @ D2).max() < EXACT
     assert np.abs(real_wigner_D(l, np.eye(3)) - np.eye(2 * l + 1)).max() < EXACT

@@ -15,6 +15,7 @@ from ase.build import molecule
 from fastqmd.orbitals import orbital_rotation, random_rotation, real_wigner_D
 from fastqmd.reference.pyscf_mol import PySCFMolEngine
 from fastqmd.reference.xtb import TBLiteEngine
+from fastqmd.testing import assert_equivariant
 
 TOL_H_EV = 1e-6  # issue requirement, DFT grid error included
 TOL_EXACT_EV = 1e-9  # grid-free methods (HF, xTB): only round-off and SCF convergence
@@ -48,14 +49,37 @@ def hf_water_pair():
     return a, b, R
 
 
+class SampleOutputs:
+    """positions (and cell rows) ↦ (H(Γ), S(Γ), forces) of `engine`; `basis` is the last sample's basis."""
+
+    def __init__(self, engine, atoms):
+        self.engine, self.atoms, self.basis = engine, atoms, None
+
+    def __call__(self, positions, cell=None):
+        b = self.atoms.copy()
+        if cell is not None:
+            b.set_cell(cell, scale_atoms=False)
+        b.positions = positions
+        s = self.engine.compute(b)
+        self.basis = s.basis
+        return s.H[0], s.S[0], s.forces
+
+    def block_rotation(self, wrong=None):
+        """The output transform M ↦ D(Q) M D(Q)ᵀ for `assert_equivariant` (D spoiled by `wrong(D, Q)` if given)."""
+
+        def rho(M, T):
+            D = orbital_rotation(self.basis, self.atoms.get_chemical_symbols(), T.Q)
+            D = D if wrong is None else wrong(D, T.Q)
+            return D @ M @ D.T
+
+        return rho
+
+
 def test_pyscf_pbe_hamiltonian_rotates_with_D():
-    R = random_rotation(7)
-    at = distorted("H2O")
-    a, b = run_pair(PySCFMolEngine(conv_tol=1e-12, grid_level=6), at, R)
-    D = orbital_rotation(a.basis, at.get_chemical_symbols(), R)
-    eH, eS = covariance_errors(a, b, D)
-    assert eH < TOL_H_EV and eS < TOL_EXACT_EV
-    assert np.abs(b.forces - a.forces @ R.T).max() < 1e-4  # eV/Å, grid-limited like H
+    f = SampleOutputs(PySCFMolEngine(conv_tol=1e-12, grid_level=6), distorted("H2O"))
+    rho = f.block_rotation()
+    assert_equivariant(f, [f.atoms.positions], ["positions"], (rho, rho, "forces"), seed=7,
+                       atol=(TOL_H_EV, TOL_EXACT_EV, 1e-4))  # forces in eV/Å, grid-limited like H
 
 
 def test_pyscf_hf_hamiltonian_rotates_exactly(hf_water_pair):
@@ -90,24 +114,31 @@ def test_wrong_D_fails_for_pyscf(hf_water_pair):
     assert np.abs(b.H[0] - Dw @ a.H[0] @ Dw.T).max() > WRONG_MIN_EV
 
 
+def transpose_l_blocks_of_first_atom(basis, symbol):
+    """A wrong D: every l ≥ 1 block of the first atom transposed, D^l(R)ᵀ = D^l(R⁻¹)."""
+
+    def wrong(D, R):
+        Dw = D.copy()
+        off = 0
+        for l in basis().shells[symbol]:
+            n = 2 * l + 1
+            if l >= 1:
+                Dw[off : off + n, off : off + n] = real_wigner_D(l, R).T
+            off += n
+        return Dw
+
+    return wrong
+
+
 @pytest.mark.parametrize("method", ["GFN1-xTB", "GFN2-xTB"])
 @pytest.mark.parametrize("name", ["H2O", "SH2"])  # SH2: sulfur carries a d shell in both GFN methods
 def test_tblite_hamiltonian_rotates_with_D(method, name):
-    R = random_rotation(13)
-    at = distorted(name)
-    a, b = run_pair(TBLiteEngine(method), at, R)
-    D = orbital_rotation(a.basis, at.get_chemical_symbols(), R)
-    eH, eS = covariance_errors(a, b, D)
-    assert eH < TOL_EXACT_EV and eS < TOL_EXACT_EV
-    # a wrong D: transpose every l ≥ 1 block of the first atom
-    Dw = D.copy()
-    off = 0
-    for l in a.basis.shells[at.get_chemical_symbols()[0]]:
-        n = 2 * l + 1
-        if l >= 1:
-            Dw[off : off + n, off : off + n] = real_wigner_D(l, R).T
-        off += n
-    assert np.abs(b.H[0] - Dw @ a.H[0] @ Dw.T).max() > WRONG_MIN_EV
+    f = SampleOutputs(TBLiteEngine(method), distorted(name))
+    rho = f.block_rotation()
+    assert_equivariant(f, [f.atoms.positions], ["positions"], (rho, rho, "forces"), seed=13, atol=TOL_EXACT_EV)
+    bad = f.block_rotation(transpose_l_blocks_of_first_atom(lambda: f.basis, f.atoms.get_chemical_symbols()[0]))
+    with pytest.raises(AssertionError, match="output 0"):
+        assert_equivariant(f, [f.atoms.positions], ["positions"], (bad, rho, "forces"), seed=13, atol=WRONG_MIN_EV)
 
 
 def test_tblite_periodic_cu_hamiltonian_rotates_with_D():
@@ -116,11 +147,7 @@ def test_tblite_periodic_cu_hamiltonian_rotates_with_D():
 
     cu = bulk("Cu", "fcc", a=3.61, cubic=True)
     cu.positions += np.random.default_rng(2).uniform(-0.1, 0.1, (4, 3))
-    R = random_rotation(17)
-    rot = cu.copy()
-    rot.set_cell(cu.cell.array @ R.T, scale_atoms=False)
-    rot.positions = cu.positions @ R.T
-    eng = TBLiteEngine("GFN1-xTB", electronic_temperature_K=1000.0)
-    a, b = eng.compute(cu), eng.compute(rot)
-    D = orbital_rotation(a.basis, cu.get_chemical_symbols(), R)
-    assert max(covariance_errors(a, b, D)) < TOL_EXACT_EV  # measured 6e-13 eV
+    f = SampleOutputs(TBLiteEngine("GFN1-xTB", electronic_temperature_K=1000.0), cu)
+    rho = f.block_rotation()
+    assert_equivariant(f, [cu.positions, cu.cell.array], ["positions", "vector"], (rho, rho, "forces"), seed=17,
+                       atol=(TOL_EXACT_EV, TOL_EXACT_EV, 1e-9))  # H, S: measured 6e-13 eV
