@@ -301,6 +301,8 @@ CASES = [
          "does not exist"),
     # ---- real-space DFT
     Case("rsdft-close-atoms", lambda t, s: ["rsdft", "single", xyz(t, close_pair())], "0.100 Å apart"),
+    Case("rsdft-close-through-small-box", lambda t, s: ["rsdft", "single", xyz(t, Atoms("H2", positions=[
+        [0.2, 0.5, 0.5], [0.94, 0.5, 0.5]]), "h2.xyz"), "--box-ang", "1.0"], "0.260 Å apart"),
     Case("rsdft-nan", lambda t, s: ["rsdft", "single", xyz(t, cu(nan=True))], "non-finite"),
     Case("rsdft-missing", lambda t, s: ["rsdft", "single", str(t / "none.xyz")], "structure file not found"),
     Case("rsdft-points", lambda t, s: ["rsdft", "single", xyz(t, close_pair()), "--points", "4"], "--points must be"),
@@ -308,6 +310,12 @@ CASES = [
     # ---- NNH training and evaluation
     Case("train-missing-config", lambda t, s: ["train", str(t / "t.yaml")], "config file not found"),
     Case("train-max-steps-0", lambda t, s: ["train", str(t / "t.yaml"), "--max-steps", "0"], "--max-steps must be"),
+    Case("md-nnh-element-model-lacks", lambda t, s: ["md", yml(t, md_cfg(
+        structure={"kind": "molecule", "name": "H2O", "sampling": "random"},
+        potential={"kind": "nnh", "checkpoint": str(s.model({"O": O_H["O"]}))}))], "H"),
+    Case("md-nnh-missing-model", lambda t, s: ["md", yml(t, md_cfg(potential={"kind": "nnh",
+                                                                             "checkpoint": str(t / "m.pt")}))],
+         "model file not found"),
     Case("evaluate-missing-model", lambda t, s: ["evaluate", str(t / "m.pt"), str(s.dataset()), "-o", str(t / "ev")],
          "model file not found"),
     Case("evaluate-output-is-file", lambda t, s: ((t / "ev").write_text("x"),

@@ -37,7 +37,6 @@ def single_cmd(
     from fastqmd.structures import read_structures, validate_atoms
 
     atoms = read_structures(structure, "-1")[0]  # the last frame, as ase.io.read
-    validate_atoms(atoms, str(structure))  # the structure checks of `generate` and `md`
     if fd_order not in (2, 4, 6, 8):
         raise InputError(f"--fd-order must be 2, 4, 6 or 8, got {fd_order}")
     if xc not in ("teter93", "pz81", "pbe") or eigensolver not in ("lobpcg", "abpg"):
@@ -45,6 +44,11 @@ def single_cmd(
     L = box_ang if box_ang is not None else None
     if L is None and not atoms.cell.any():
         raise InputError("the structure has no cell: pass --box-ang")
+    solved = atoms.copy()  # the system as the solver sees it: in the --box-ang box, periodic unless --isolated
+    if L is not None:
+        solved.cell = np.eye(3) * L
+    solved.pbc = not isolated
+    validate_atoms(solved, str(structure))  # the structure checks of `generate` and `md`
     origin = None
     if centered:
         Lv = np.full(3, L) if L is not None else np.diag(atoms.cell.array)
