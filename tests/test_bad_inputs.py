@@ -312,7 +312,7 @@ CASES = [
     Case("train-max-steps-0", lambda t, s: ["train", str(t / "t.yaml"), "--max-steps", "0"], "--max-steps must be"),
     Case("md-nnh-element-model-lacks", lambda t, s: ["md", yml(t, md_cfg(
         structure={"kind": "molecule", "name": "H2O", "sampling": "random"},
-        potential={"kind": "nnh", "checkpoint": str(s.model({"O": O_H["O"]}))}))], "H"),
+        potential={"kind": "nnh", "checkpoint": str(s.model({"O": O_H["O"]}))}))], "has no element H"),
     Case("md-nnh-missing-model", lambda t, s: ["md", yml(t, md_cfg(potential={"kind": "nnh",
                                                                              "checkpoint": str(t / "m.pt")}))],
          "model file not found"),
@@ -324,7 +324,7 @@ CASES = [
     Case("evaluate-other-basis", lambda t, s: ["evaluate", str(s.model({"O": (0, 1), "H": (0,)})), str(s.dataset()),
                                                "-o", str(t / "ev")], "basis of H"),
     Case("evaluate-element-model-lacks", lambda t, s: ["evaluate", str(s.model({"O": O_H["O"]})), str(s.dataset()),
-                                                       "-o", str(t / "ev")], "has H"),
+                                                       "-o", str(t / "ev")], "has no element H"),
     Case("evaluate-subset-without-split", lambda t, s: ["evaluate", str(s.model(O_H)), str(s.dataset()), "--subset",
                                                         "test", "-o", str(t / "ev")], "split.json"),
 ]

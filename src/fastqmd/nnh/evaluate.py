@@ -65,7 +65,8 @@ def check_dataset_fits(model: EnergyModel, dataset: Path, keys: list[str] | None
     elements = sorted(chemical_symbols[z] for z in numbers)
     lacking = [el for el in elements if el not in model.species]
     if lacking:
-        raise InputError(f"the model knows {', '.join(model.species)} but {dataset} has {', '.join(lacking)}")
+        raise InputError(f"{dataset} holds {', '.join(lacking)}, but the NNH model has no element "
+                         f"{', '.join(lacking)} (its elements: {', '.join(model.species)})")
     basis = model.config.h.basis
     for el in elements:
         if tuple(shells.get(el, ())) != tuple(basis[el]):
