@@ -112,12 +112,14 @@ def force_error(potential, system: System, h: float = 1e-4, atoms: list[int] | N
 
 def finite_difference_stress_xx(potential, atoms, h: float = 1e-5) -> float:
     """σ_xx = (1/V) ∂E/∂ε_xx (eV/Å³) by central differences of the homogeneous strain cell → cell·diag(1 ± h, 1, 1)."""
-    E = []
-    for s in (h, -h):
+    pot = _as_potential(potential)
+
+    def energy(eps):  # E at the homogeneous strain ε_xx = eps[0]
         a = atoms.copy()
-        a.set_cell(atoms.cell.array @ np.diag([1 + s, 1, 1]), scale_atoms=True)
-        E.append(float(_as_potential(potential).compute(system_from_atoms(a)).energy))
-    return (E[0] - E[1]) / (2 * h) / atoms.get_volume()
+        a.set_cell(atoms.cell.array @ np.diag([1 + eps[0], 1, 1]), scale_atoms=True)
+        return float(pot.compute(system_from_atoms(a)).energy)
+
+    return float(central_differences(energy, np.zeros(1), h)[0]) / atoms.get_volume()
 
 
 @dataclass(frozen=True)
