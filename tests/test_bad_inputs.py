@@ -325,6 +325,13 @@ CASES = [
                                                "-o", str(t / "ev")], "basis of H"),
     Case("evaluate-element-model-lacks", lambda t, s: ["evaluate", str(s.model({"O": O_H["O"]})), str(s.dataset()),
                                                        "-o", str(t / "ev")], "has no element H"),
+    Case("evaluate-bands-foreign-engine", lambda t, s: ["evaluate", str(s.model(O_H)), str(s.dataset()), "--bands",
+                                                        "fcc-Cu:2", "-o", str(t / "ev")], "made by 'fake'"),
+    Case("evaluate-bands-bad-spec", lambda t, s: ["evaluate", str(s.model(O_H)), str(s.dataset()), "--bands",
+                                                  "foo", "-o", str(t / "ev")], "--bands 'foo'"),
+    *([] if CUDA else [Case("evaluate-cuda-without-cuda", lambda t, s: [
+        "evaluate", str(s.model(O_H)), str(s.dataset()), "--device", "cuda", "-o", str(t / "ev")],
+        "CUDA is not available")]),
     Case("evaluate-subset-without-split", lambda t, s: ["evaluate", str(s.model(O_H)), str(s.dataset()), "--subset",
                                                         "test", "-o", str(t / "ev")], "split.json"),
 ]

@@ -51,6 +51,11 @@ def evaluate_cmd(
 
     if device not in ("cpu", "cuda"):
         raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda requested but CUDA is not available")
     out = check_output_dir(output or model.with_name(model.stem + "_eval"))
     if bands is not None:
         from fastqmd.nnh.bands import parse_crystal

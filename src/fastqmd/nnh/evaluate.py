@@ -107,7 +107,9 @@ def evaluate(model: EnergyModel, targets: list[Target], device="cpu") -> tuple[d
         de = np.abs(eig[:, :n] - ref_eig[:, :n])
         e_all.append(de.reshape(-1))
         e_occ.append(de[occ[:, :n] > 0.5 * model.config.spin_factor])
-        mu = t.fermi_level if np.isfinite(t.fermi_level) else float(ref_eig[occ > 0.5 * model.config.spin_factor].max())
+        occupied = occ > 0.5 * model.config.spin_factor
+        mu = (t.fermi_level if np.isfinite(t.fermi_level)  # else the highest occupied level (none: no window)
+              else float(ref_eig[occupied].max()) if occupied.any() else float("nan"))
         e_fermi.append(de[np.abs(ref_eig[:, :n] - mu) < FERMI_WINDOW_EV])
         dE.append(E - t.energy)
         dEa.append((E - t.energy) / len(t.frame.symbols))
@@ -191,8 +193,15 @@ def reference_engine(dataset: Path):
     from fastqmd.data.store import read_header
     from fastqmd.reference.config import build_engine, parse_engine_config
 
+    from fastqmd.errors import InputError
+    from fastqmd.reference.config import PySCFMolConfig, PySCFPBCConfig, TBLiteConfig
+
     header = read_header(Path(dataset))
     data = {"kind": header.engine}
+    kinds = [c.model_fields["kind"].default for c in (PySCFMolConfig, PySCFPBCConfig, TBLiteConfig)]
+    if header.engine not in kinds:
+        raise InputError(f"--bands rebuilds the dataset's reference engine, but {dataset} was made by "
+                         f"'{header.engine}' (known: {', '.join(kinds)})")
     probe = parse_engine_config(data)
     data.update({k: v for k, v in header.settings.items() if k in type(probe).model_fields and k != "kind"})
     if "kmesh" in data:
@@ -206,6 +215,7 @@ def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str =
     high-symmetry-path band structure (module docstring)."""
     model = load_energy_model(model_path, device=device)
     check_dataset_fits(model, dataset, keys)
+    engine = reference_engine(dataset) if bands else None  # a dataset of a foreign engine fails before any work
     targets = load_targets(dataset, keys)
     metrics, arrays = evaluate(model, targets, device)
     metrics.update(model=str(model_path), dataset=str(dataset))
@@ -216,7 +226,7 @@ def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str =
         from fastqmd.nnh.bands import evaluate_bands, parse_crystal, plot_bands
 
         prim, n = parse_crystal(bands)
-        bm, barr = evaluate_bands(model, prim, n, reference_engine(dataset))
+        bm, barr = evaluate_bands(model, prim, n, engine)
         metrics["bands"] = {"spec": bands, **bm}
         plot_bands(barr, out_dir / "bands.png", title=f"{bands}: reference unfolded from the {n}×{n}×{n} supercell "
                    f"(Γ); band MAE {1e3 * bm['mae_eV']:.3g} meV")
