@@ -57,7 +57,7 @@ from fastqmd.training import loop
 from fastqmd.training.config import Schedule, Split, TrainerSettings
 from fastqmd.training.kind import HookContext
 from fastqmd.training.loop import config_json as _config_json
-from fastqmd.training.loop import global_batch, split_indices  # noqa: F401 (re-exported)
+from fastqmd.training.loop import split_indices  # noqa: F401 (re-exported: benchmarks import it from here)
 from fastqmd.training.phases import Hook, Phase, Ramp, phase_at, weights_at
 
 try:
