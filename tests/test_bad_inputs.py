@@ -194,6 +194,11 @@ CASES = [
     Case("md-every-problem-named", lambda t, s: ["md", yml(t, {k: v for k, v in md_cfg().items()
                                                               if k not in ("steps", "temperature_K")})],
          "missing config key 'temperature_K'; missing config key 'steps'"),
+    Case("md-unknown-kind", lambda t, s: ["md", yml(t, md_cfg(structure={"kind": "foo"}))],
+         "config key 'structure.kind': unknown kind 'foo' (expected one of 'rattled_bulk', 'molecule', 'file')"),
+    Case("md-missing-kind", lambda t, s: ["md", yml(t, md_cfg(potential={}))], "missing config key 'potential.kind'"),
+    Case("md-key-inside-a-kind", lambda t, s: ["md", yml(t, md_cfg(structure={"kind": "rattled_bulk", "supercell": 0}))],
+         "config key 'structure.supercell': Input should be greater than 0 (got 0)"),
     Case("md-bad-yaml", lambda t, s: ["md", str((t / "c.yaml").write_text("a: [") and t / "c.yaml")], "invalid YAML"),
     Case("md-unknown-factory", lambda t, s: ["md", yml(t, md_cfg(potential={"kind": "ase",
                                                                             "factory": "no_such_module:Calc"}))],

@@ -27,22 +27,50 @@ class FrozenModel(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line naming every problem of a pydantic error: `missing config key 'a'; config key 'b.c': msg …`."""
-    return "; ".join(_problem(e) for e in exc.errors())
+def format_validation_error(exc: ValidationError, data=None) -> str:
+    """One line naming every problem of a pydantic error: `missing config key 'a'; config key 'b.c': msg …`.
+
+    With the validated `data`, locations are spelled as the user wrote them: the tag pydantic inserts for a
+    discriminated union (`structure.rattled_bulk.supercell`) is left out (`structure.supercell`)."""
+    return "; ".join(_problem(e, data) for e in exc.errors())
 
 
-def _problem(e) -> str:
-    loc = ".".join(str(p) for p in e.get("loc", ()))
-    kind = e.get("type", "")
+def _problem(e, data) -> str:
+    loc = _location(e.get("loc", ()), data)
+    kind, ctx = e.get("type", ""), e.get("ctx") or {}
     if kind == "extra_forbidden":
         return f"unknown config key '{loc}'"
     if kind == "missing":
         return f"missing config key '{loc}'"
+    if kind == "union_tag_not_found":
+        return f"missing config key '{_join(loc, str(ctx.get('discriminator', 'kind')).strip(chr(39)))}'"
+    if kind == "union_tag_invalid":
+        key = _join(loc, str(ctx.get("discriminator", "kind")).strip("'"))
+        return f"config key '{key}': unknown kind {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
     msg = f"config key '{loc}': {e.get('msg', 'invalid')}"
     if "input" in e and not isinstance(e["input"], dict | list):
         msg += f" (got {e['input']!r})"
     return msg
+
+
+def _location(loc: tuple, data) -> str:
+    """'a.b.c' from a pydantic loc, skipping discriminated-union tags that are not keys of `data`."""
+    parts, node = [], data
+    for p in loc:
+        if isinstance(node, dict) and p not in node and p == node.get("kind"):
+            continue  # the union member pydantic tried, named by its tag
+        parts.append(str(p))
+        if isinstance(node, dict):
+            node = node.get(p)
+        elif isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node):
+            node = node[p]
+        else:
+            node = None
+    return ".".join(parts)
+
+
+def _join(loc: str, key: str) -> str:
+    return f"{loc}.{key}" if loc else key
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -69,7 +97,7 @@ def load_config(model: type[M], path: str | Path) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{Path(path).name}: {format_validation_error(exc)}") from None
+        raise InputError(f"{Path(path).name}: {format_validation_error(exc, data)}") from None
 
 
 # ---------------------------------------------------------------- output paths, checked before anything is written
