@@ -221,6 +221,10 @@ CASES = [
     Case("md-emt-element", lambda t, s: ["md", yml(t, md_cfg(structure={"kind": "rattled_bulk", "element": "Fe",
                                                                         "supercell": 2, "cubic": True}))],
          "no parameters for Fe"),
+    Case("md-ase-calculator-fails-on-start", lambda t, s: ["md", yml(t, md_cfg(
+        structure={"kind": "rattled_bulk", "element": "Fe", "supercell": 2, "cubic": True},
+        potential={"kind": "ase", "factory": "ase.calculators.emt:EMT"}))],
+         "potential 'ase.calculators.emt:EMT' failed on the starting structure (NotImplementedError"),
     # ---- md: nothing of an earlier run changes unless the new run is valid
     Case("md-overwrite-nan-keeps-old-run", lambda t, s: (xyz(t, cu(nan=True)),
                                                         md_over_run(t, structure=FILE_STRUCTURE))[1], "non-finite"),

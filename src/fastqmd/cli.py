@@ -42,22 +42,30 @@ def main() -> None:
     """Console entry point: the one place where the error taxonomy (`fastqmd.errors`) meets exit codes.
 
     `InputError` (and pydantic validation errors) → one line, exit 2; `CalculationFailed` → one line, exit 3
-    (the command has saved its last good state before raising).
+    (the command has saved its last good state before raising). The ASE classes they derive from are mapped
+    alike, so a third-party ASE calculator's `CalculatorSetupError` / `CalculationFailed` ends the same way.
     """
+    from ase.calculators.calculator import CalculationFailed, CalculatorSetupError
     from pydantic import ValidationError
 
-    from fastqmd.errors import EXIT_CALCULATION, EXIT_INPUT, CalculationFailed, InputError
+    from fastqmd.errors import EXIT_CALCULATION, EXIT_INPUT
 
     try:
         app()
-    except InputError as exc:
-        fail(str(exc), EXIT_INPUT)
+    except CalculatorSetupError as exc:  # fastqmd.errors.InputError included
+        fail(_one_line(exc), EXIT_INPUT)
     except ValidationError as exc:
         from fastqmd.config import format_validation_error
 
         fail(format_validation_error(exc), EXIT_INPUT)
-    except CalculationFailed as exc:
-        fail(str(exc), EXIT_CALCULATION)
+    except CalculationFailed as exc:  # fastqmd.errors.CalculationFailed included
+        fail(_one_line(exc), EXIT_CALCULATION)
+
+
+def _one_line(exc: Exception) -> str:
+    """The message's first line (fastqmd's own are one line; a third-party message may not be)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -108,7 +108,14 @@ def initial_state(cfg: MDConfig, atoms, potential, integrator) -> MDState:
     dof = degrees_of_freedom(n, len(set(cfg.pinned)), momentum_conserved=conserving)
     masses = masses_of(atoms, cfg.masses)
     v = maxwell_boltzmann(masses, fixed, cfg.temperature_K, dof, cfg.seed, remove_com=True)
-    state = integrator.init(init_state(atoms, potential, v, masses, fixed, dof, cfg.device))
+    try:
+        state = integrator.init(init_state(atoms, potential, v, masses, fixed, dof, cfg.device))
+    except Exception as exc:
+        if cfg.potential.kind != "ase" or isinstance(exc, InputError | CalculationFailed):
+            raise
+        # a third-party calculator that fails on a valid starting structure was set up wrongly
+        msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        raise InputError(f"potential '{cfg.potential.factory}' failed on the starting structure ({msg})") from None
     if not (torch.isfinite(state.energy) and torch.isfinite(state.forces).all()):
         raise CalculationFailed("md: the potential gives non-finite energy or forces for the starting structure")
     return state
