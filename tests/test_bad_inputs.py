@@ -239,6 +239,8 @@ CASES = [
          "is a file"),
     Case("md-output-parent-is-a-file", lambda t, s: ((t / "f").write_text("x"),
                                                      ["md", yml(t, md_cfg(str(t / "f" / "run")))])[1], "is a file"),
+    Case("md-output-file-is-a-folder", lambda t, s: ((t / "run" / "thermo.csv").mkdir(parents=True),
+                                                     ["md", yml(t, md_cfg(str(t / "run")))])[1], "is a folder"),
     Case("md-steps-0", lambda t, s: ["md", yml(t, md_cfg()), "--steps", "0"], "--steps must be ≥ 1"),
     *([] if CUDA else [Case("md-cuda-without-cuda", lambda t, s: ["md", yml(t, md_cfg(device="cuda"))],
                             "CUDA is not available")]),

@@ -194,6 +194,9 @@ def run_md(cfg: MDConfig, overwrite: bool = False, potential=None) -> RunSummary
     integrator, the checkpoint of a resumed run — and only then are files of `output.dir` created, cut back
     or (`overwrite`) deleted: a rejected run leaves an earlier run's files byte-identical."""
     out = check_output_dir(cfg.output.dir)
+    for name in (TRAJ, THERMO, CKPT, CONFIG, LAST_GOOD):
+        if (out / name).is_dir():
+            raise InputError(f"{out / name} is a folder; the run writes a file there")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise InputError("md device 'cuda' requested but CUDA is not available")
     ckpt_path, traj_path, log_path = out / CKPT, out / TRAJ, out / THERMO
