@@ -18,7 +18,7 @@ analysis work with it unchanged. Two adapters connect the seam with ASE, the lin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -75,6 +75,7 @@ class Results:
 
     energy: torch.Tensor
     forces: torch.Tensor
+    _: KW_ONLY  # the rest by name: Results(E, F, eigenvalues=..., extras=...)
     stress: torch.Tensor | None = None  # [3, 3] eV/Å³, σ = (1/V) ∂E/∂ε (ASE sign; periodic cells only)
     eigenvalues: torch.Tensor | None = None  # [nk, nmo] eV
     charges: torch.Tensor | None = None  # [N] e
