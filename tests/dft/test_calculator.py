@@ -85,3 +85,24 @@ def test_unconverged_scf_is_a_calculation_failed_and_keeps_the_last_state():
     with pytest.raises(CalculationFailed, match="not converged in 2 iterations"):
         atoms.get_potential_energy()
     assert atoms.calc.scf_result is not None and not atoms.calc.scf_result.converged
+
+
+def test_cli_single_unconverged_scf_exits_3_with_one_line(tmp_path, monkeypatch, capsys):
+    """`fastqmd rsdft single` on an SCF that cannot converge in its iteration budget: exit 3, one line."""
+    import sys
+
+    import fastqmd.dft.calculator as calc_mod
+    from fastqmd.cli import main
+
+    class TwoIterations(calc_mod.RSDFTSettings):
+        max_iter: int = 2
+
+    monkeypatch.setattr(calc_mod, "RSDFTSettings", TwoIterations)
+    path = tmp_path / "w.xyz"
+    water_atoms().write(path)
+    monkeypatch.setattr(sys, "argv", ["fastqmd", "rsdft", "single", str(path), "--points", "16"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 3
+    assert err.startswith("error: real-space SCF not converged in 2 iterations") and err.count("\n") == 1
