@@ -2,9 +2,10 @@
 
 Order of a run (nothing in the output folder changes until every check has passed — a refused run leaves an
 existing run byte for byte as it was):
-  1. config checks, dataset, split, the checkpoint's compatibility (`resumable`) and split consistency,
-     the model build (from the training-set statistics);
-  2. only then: the output folder, a fresh run's removal of the previous run's files (--overwrite), split.json;
+  1. `plan_run`: config checks, dataset, split, the checkpoint's compatibility (`resumable`) and split
+     consistency, the model build (from the training-set statistics);
+  2. `start_run`: only then the output folder, a fresh run's removal of the previous run's files (--overwrite),
+     split.json, and the initial or restored `TrainState`;
   3. steps: phase hooks, `take_step`, metrics line, validation (EMA weights) every eval_every steps, checkpoint
      every checkpoint_every steps; model.pt (best validation loss of the final phase) and summary.json at the end.
 Determinism: the split and each epoch's sample order are pure functions of (seed, epoch) (`split_indices`,
@@ -215,10 +216,30 @@ class _Log:
         return self.path.stat().st_size if self.path.exists() else 0
 
 
-def fit(kind: ModelKind, cfg: TrainerSettings, overwrite: bool = False, stop_after: int | None = None) -> dict:
-    """Train (or resume) the run of `cfg` with model kind `kind`; returns the summary dict (also written to
-    output/summary.json when training ends). `stop_after`: return after this many total steps (tests)."""
-    # ---- 1. validate everything; nothing is written in this part
+@dataclass(frozen=True)
+class Plan:
+    """A checked run: everything `fit` needs, established before anything is written."""
+
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    train: Samples
+    val: Samples
+    test: Samples
+    saved: dict | None  # the checkpoint to resume from
+    model: torch.nn.Module
+    loss_module: torch.nn.Module
+    phases: list[Phase]
+
+    @property
+    def split(self) -> dict[str, list[str]]:
+        return {"train": self.train.keys, "val": self.val.keys, "test": self.test.keys}
+
+
+def plan_run(kind: ModelKind, cfg: TrainerSettings, overwrite: bool = False) -> Plan:
+    """Check the config, dataset, split, checkpoint compatibility (`resumable`) and split consistency, and build
+    the model; InputError on the first problem. Writes nothing."""
     kind.check(cfg)
     rank, world = _dist(cfg.device)
     if cfg.batch_size % world:
@@ -233,9 +254,8 @@ def fit(kind: ModelKind, cfg: TrainerSettings, overwrite: bool = False, stop_aft
     i_train, i_val, i_test = split_indices(len(samples), cfg.split)
     train, val, test = samples.subset(i_train), samples.subset(i_val), samples.subset(i_test)
     split = {"train": train.keys, "val": val.keys, "test": test.keys}
-    ckpt = Checkpointer(out / "checkpoint.pt", kind.checkpoint_format, enabled=rank == 0)
-    resuming = ckpt.exists() and not overwrite
-    saved = ckpt.load() if resuming else None
+    ckpt = Checkpointer(out / "checkpoint.pt", kind.checkpoint_format)
+    saved = ckpt.load() if ckpt.exists() and not overwrite else None
     if saved is not None:
         if saved.get("train_config") is None or not resumable(kind, saved["train_config"], cfg,
                                                               int(saved["progress"]["step"])):
@@ -251,71 +271,89 @@ def fit(kind: ModelKind, cfg: TrainerSettings, overwrite: bool = False, stop_aft
     torch.manual_seed(cfg.seed)
     model = kind.build(cfg, train, device)
     lm = kind.loss_module(cfg, model, train, device)
-    phases = kind.phases(cfg)
+    return Plan(rank, world, device, out, train, val, test, saved, model, lm, kind.phases(cfg))
 
-    # ---- 2. the run is valid: now write
+
+def start_run(kind: ModelKind, cfg: TrainerSettings, plan: Plan) -> tuple[Setup, TrainState, Checkpointer, _Log]:
+    """Write the start of a checked run (a fresh run first removes the previous run's files: --overwrite, or a
+    run killed before its first checkpoint), and the initial or restored `TrainState`."""
+    out, rank = plan.out, plan.rank
     log = _Log(out / "metrics.jsonl", rank == 0)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        if saved is None:  # a fresh run replaces the previous one (--overwrite) or a run killed before its
-            for name in RUN_FILES:  # first checkpoint
+        if plan.saved is None:
+            for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
-        _write_json(out / "split.json", split)  # `fastqmd evaluate --subset test` reads it
-    net = torch.nn.parallel.DistributedDataParallel(lm, find_unused_parameters=True) if world > 1 else lm
-    setup = Setup(cfg, kind, phases, net, world)
+        _write_json(out / "split.json", plan.split)  # `fastqmd evaluate --subset test` reads it
+    model, lm = plan.model, plan.loss_module
+    net = torch.nn.parallel.DistributedDataParallel(lm, find_unused_parameters=True) if plan.world > 1 else lm
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay > 0 else None
     state = TrainState(model, opt, ema)
-    ckpt = Checkpointer(ckpt.path, ckpt.format, {**kind.checkpoint_payload(model), "train_config": config_json(cfg)},
-                        enabled=rank == 0)
-    resumed = None
-    if saved is not None:
-        state = restore(state, saved)
-        resumed = state.step
+    if plan.saved is not None:
+        state = restore(state, plan.saved)
     if rank == 0:
         with open(log.path, "a+b") as fh:
             fh.truncate(state.log_bytes)
+    ckpt = Checkpointer(out / "checkpoint.pt", kind.checkpoint_format,
+                        {**kind.checkpoint_payload(model), "train_config": config_json(cfg)}, enabled=rank == 0)
+    return Setup(cfg, kind, plan.phases, net, plan.world), state, ckpt, log
 
-    # ---- 3. steps
+
+def validation(setup: Setup, plan: Plan, state: TrainState) -> tuple[TrainState, dict]:
+    """Validate with the EMA weights; in the final phase also the best model file, plateau and early stopping
+    (earlier phases do not optimise the full loss, so their validations are only logged)."""
+    phases, cfg = setup.phases, setup.cfg
+    with swap_weights(state.model, state.ema):
+        v = setup.kind.validate(plan.loss_module, plan.val, dict(phases[-1].weights))
+        if phase_at(phases, state.step - 1)[1].name == phase_at(phases, cfg.max_steps - 1)[1].name:
+            state, improved = after_validation(state, v["loss"], cfg)
+            if improved and plan.rank == 0:
+                setup.kind.save_model(state.model, plan.out / "model.pt")
+    return state, v
+
+
+def fit(kind: ModelKind, cfg: TrainerSettings, overwrite: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or resume) the run of `cfg` with model kind `kind`; returns the summary dict (also written to
+    output/summary.json when training ends). `stop_after`: return after this many total steps (tests)."""
+    plan = plan_run(kind, cfg, overwrite)
+    setup, state, ckpt, log = start_run(kind, cfg, plan)
+    resumed = state.step if plan.saved is not None else None
+    rank, world, train = plan.rank, plan.world, plan.train
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     prog = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=not (cfg.progress and rank == 0))
     task = prog.add_task("train", total=cfg.max_steps, completed=state.step, info="")
     end = min(cfg.max_steps, stop_after) if stop_after else cfg.max_steps
-    final_weights = dict(phases[-1].weights)
-    final_phase = phase_at(phases, cfg.max_steps - 1)[1].name
     t0, wall_before = time.perf_counter(), state.wall_s_all_runs
     with prog:
         while state.step < end and not state.stopped_early:
             batch = global_batch(state.step, len(train), cfg.batch_size, cfg.seed)[rank::world]
-            state, reports = enter_phase(setup, state, train, device)
+            state, reports = enter_phase(setup, state, train, plan.device)
             for name, rep in reports.items():
                 log({"step": state.step, name: rep})
             state = take_step(setup, state, [train[i] for i in batch])
             log(state.record)
-            if len(val) and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
-                with swap_weights(model, state.ema):
-                    v = kind.validate(lm, val, final_weights)
-                    if phase_at(phases, state.step - 1)[1].name == final_phase:
-                        state, improved = after_validation(state, v["loss"], cfg)
-                        if improved and rank == 0:
-                            kind.save_model(model, out / "model.pt")
+            if len(plan.val) and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
+                state, v = validation(setup, plan, state)
                 log({"step": state.step, "val": v})
             if state.step % cfg.checkpoint_every == 0 or state.step == end:
                 state = state.replace(log_bytes=log.size(), wall_s_all_runs=wall_before + time.perf_counter() - t0)
                 ckpt.save(state)
-            prog.update(task, completed=state.step, info=f"loss {state.record['loss']:.3e}  lr {state.record['lr']:.2e}")
+            prog.update(task, completed=state.step,
+                        info=f"loss {state.record['loss']:.3e}  lr {state.record['lr']:.2e}")
     wall = time.perf_counter() - t0
     if world > 1:
         torch.distributed.barrier()
     summary = {"steps": state.step, "resumed_from": resumed, "stopped_early": state.stopped_early,
                "wall_time_s": wall, "wall_time_s_all_runs": wall_before + wall, "world_size": world,
-               "split": {"train": len(train), "val": len(val), "test": len(test)}}
+               "split": {"train": len(train), "val": len(plan.val), "test": len(plan.test)}}
     if rank == 0 and (state.step >= cfg.max_steps or state.stopped_early):
-        if not (out / "model.pt").exists() or not len(val):
-            kind.save_model(model, out / "model.pt", state.ema)
-        with swap_weights(model, state.ema):
-            summary["test"] = kind.validate(lm, test, final_weights) if len(test) else {}
-        _write_json(out / "summary.json", summary, indent=1)
+        if not (plan.out / "model.pt").exists() or not len(plan.val):
+            kind.save_model(state.model, plan.out / "model.pt", state.ema)
+        with swap_weights(state.model, state.ema):
+            summary["test"] = kind.validate(plan.loss_module, plan.test, dict(setup.phases[-1].weights)) \
+                if len(plan.test) else {}
+        _write_json(plan.out / "summary.json", summary, indent=1)
     return summary
