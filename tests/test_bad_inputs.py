@@ -286,6 +286,18 @@ CASES = [
     Case("generate-missing-config", lambda t, s: ["generate", str(t / "g.yaml")], "config file not found"),
     Case("generate-negative-workers", lambda t, s: ["generate", str(t / "g.yaml"), "--workers", "-1"],
          "--workers must be ≥ 0"),
+    Case("generate-close-atoms", lambda t, s: (xyz(t, close_pair(pbc=False), "close.extxyz"), ["generate", yml(t, {
+        "structures": [{"kind": "file", "path": "close.extxyz"}], "engine": {"kind": "tblite"}, "output": "g.h5"})])[1],
+         "structure 0 (file[0]): two atoms are 0.100 Å apart"),
+    Case("generate-unknown-engine", lambda t, s: ["generate", yml(t, {
+        "structures": [{"kind": "rattled_bulk"}], "engine": {"kind": "vasp"}, "output": "g.h5"})],
+         "config key 'engine.kind': unknown kind 'vasp'"),
+    Case("generate-output-is-folder", lambda t, s: ((t / "g.h5").mkdir(), ["generate", yml(t, {
+        "structures": [{"kind": "rattled_bulk", "supercell": 1}], "engine": {"kind": "tblite"}, "output": "g.h5"})])[1],
+         "is a folder"),
+    Case("generate-output-missing-parent", lambda t, s: ["generate", yml(t, {
+        "structures": [{"kind": "rattled_bulk", "supercell": 1}], "engine": {"kind": "tblite"},
+        "output": "no/g.h5"})], "does not exist"),
     # ---- analysis
     Case("analyze-missing", lambda t, s: ["analyze", str(t / "none.extxyz")], "trajectory not found"),
     Case("analyze-nan-frame", lambda t, s: ["analyze", traj(t, [cu(), cu(nan=True)], "a.extxyz")], "frame 1"),
