@@ -339,6 +339,13 @@ CASES = [
     Case("md-nnh-missing-model", lambda t, s: ["md", yml(t, md_cfg(potential={"kind": "nnh",
                                                                              "checkpoint": str(t / "m.pt")}))],
          "model file not found"),
+    Case("train-missing-dataset", lambda t, s: ["train", yml(t, {"dataset": "none.h5", "output": "tr"})],
+         "dataset not found"),
+    Case("train-every-problem-named", lambda t, s: ["train", yml(t, {"dataset": str(s.dataset()), "output": "tr",
+                                                                     "lr": -1, "foo": 2})],
+         "config key 'lr': Input should be greater than 0 (got -1); unknown config key 'foo'"),
+    Case("train-output-is-a-file", lambda t, s: ((t / "tr").write_text("x"), ["train", yml(
+        t, {"dataset": str(s.dataset()), "output": "tr"})])[1], "not a folder"),
     Case("evaluate-missing-model", lambda t, s: ["evaluate", str(t / "m.pt"), str(s.dataset()), "-o", str(t / "ev")],
          "model file not found"),
     Case("evaluate-output-is-file", lambda t, s: ((t / "ev").write_text("x"),
