@@ -64,9 +64,9 @@ def close_pair(pbc: bool = True) -> Atoms:
     return Atoms("H2", positions=[[1.0, 1.0, 1.0], [1.1, 1.0, 1.0]], cell=[4, 4, 4], pbc=pbc)
 
 
-def traj(tmp: Path, frames: list[Atoms], name: str) -> str:
+def traj(tmp: Path, frames: list[Atoms], name: str, times=None) -> str:
     for i, f in enumerate(frames):
-        f.info["time_fs"] = float(i)
+        f.info["time_fs"] = float(i) if times is None else times[i]
     write(tmp / name, frames, format="extxyz")
     return str(tmp / name)
 
@@ -304,6 +304,11 @@ CASES = [
     Case("analyze-atoms-change", lambda t, s: ["analyze", traj(t, [cu(), cu(8)], "a.extxyz")], "other atoms"),
     Case("analyze-no-times", lambda t, s: ["analyze", str((write(t / "p.xyz", [cu(), cu()]), t / "p.xyz")[1])],
          "--timestep-fs"),
+    Case("analyze-times-not-increasing", lambda t, s: ["analyze", traj(t, [cu(), cu(), cu()], "a.extxyz",
+                                                                        times=[0.0, 2.0, 2.0])],
+         "time_fs does not increase at frame 2"),
+    Case("analyze-nan-time", lambda t, s: ["analyze", traj(t, [cu(), cu()], "a.extxyz", times=[0.0, np.nan])],
+         "frame 1 has a non-finite time_fs"),
     Case("analyze-negative-rmax", lambda t, s: ["analyze", traj(t, [cu(), cu()], "a.extxyz"), "--rmax", "-3"],
          "--rmax must be > 0"),
     Case("analyze-negative-timestep", lambda t, s: ["analyze", traj(t, [cu(), cu()], "a.extxyz"),

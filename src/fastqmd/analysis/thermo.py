@@ -14,9 +14,14 @@ from fastqmd.units import KB_EV
 
 
 def times_fs(frames, timestep_fs: float | None = None) -> np.ndarray:
-    """[n_frames] time of each frame in fs."""
+    """[n_frames] time of each frame in fs (stored times must be finite and increase)."""
     if all("time_fs" in f.info for f in frames):
-        return np.array([float(f.info["time_fs"]) for f in frames])
+        t = np.array([float(f.info["time_fs"]) for f in frames])
+        if not np.all(np.isfinite(t)):
+            raise ValueError(f"frame {int(np.argmin(np.isfinite(t)))} has a non-finite time_fs")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError(f"time_fs does not increase at frame {int(np.argmax(np.diff(t) <= 0)) + 1}")
+        return t
     if timestep_fs is None:
         raise ValueError("frames carry no time_fs; give the time between frames with --timestep-fs")
     return np.arange(len(frames)) * float(timestep_fs)
