@@ -38,10 +38,18 @@ from fastqmd.config import FrozenModel
 from fastqmd.errors import InputError
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.checkpoint import CHECKPOINT_FORMAT, save_model
-from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig, energy_forces
+from fastqmd.nnh.energy import (
+    EnergyModel,
+    EnergyModelConfig,
+    ExactOverlap,
+    LearnedOverlap,
+    TableOverlap,
+    energy_forces,
+)
 from fastqmd.nnh.model import NNHConfig
 from fastqmd.nnh.overlap import OverlapConfig
 from fastqmd.nnh.repulsion import RepulsionConfig
+from fastqmd.nnh.tblite_overlap import tblite_table_config
 from fastqmd.nnh.targets import (
     Target,
     TargetSet,
@@ -60,10 +68,6 @@ from fastqmd.training.loop import config_json as _config_json
 from fastqmd.training.loop import split_indices  # noqa: F401 (re-exported: benchmarks import it from here)
 from fastqmd.training.phases import Hook, Phase, Ramp, phase_at, weights_at
 
-try:
-    from fastqmd.nnh.tblite_overlap import tblite_table_config
-except ImportError:  # before the overlap seam moved into nnh/
-    from fastqmd.electronic.tblite_overlap import tblite_table_config
 
 TERMS = ("H", "F", "E", "S")
 
@@ -111,11 +115,6 @@ class TrainConfig(TrainerSettings):
 __all__ = ["LossWeights", "ModelSpec", "NNHKind", "Schedule", "Split", "TrainConfig", "train"]
 
 
-def _overlap_kind(cfg: EnergyModelConfig) -> str:
-    """"exact" | "table" | "learned" (the config's overlap union, or its older flat string)."""
-    return getattr(cfg.overlap, "kind", cfg.overlap)
-
-
 # ------------------------------------------------------------------ the model from config + training data
 
 
@@ -143,20 +142,25 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
     h = NNHConfig(basis=basis, cutoff=m.cutoff, hidden_irreps=m.hidden_irreps, n_layers=m.n_layers, lmax=m.lmax,
                   n_radial=m.n_radial, radial_hidden=m.radial_hidden, n_scalars_embed=m.n_scalars_embed,
                   avg_num_neighbors=avg, dtype=cfg.dtype)
-    s = OverlapConfig(basis=basis, cutoff=m.overlap_cutoff or m.cutoff, n_radial=m.n_radial,
-                      radial_hidden=m.radial_hidden, dtype=cfg.dtype) if overlap == "learned" else None
-    table = tblite_table_config(settings["method"], species) if overlap == "table" else None
-    if table is not None and table.basis != {k: tuple(v) for k, v in basis.items()}:
-        raise InputError(f"dataset basis {basis} differs from tblite {settings['method']}'s {table.basis}")
+    if overlap == "learned":
+        spec = LearnedOverlap(s=OverlapConfig(basis=basis, cutoff=m.overlap_cutoff or m.cutoff, n_radial=m.n_radial,
+                                              radial_hidden=m.radial_hidden, dtype=cfg.dtype))
+    elif overlap == "table":
+        table = tblite_table_config(settings["method"], species)
+        if table.basis != {k: tuple(v) for k, v in basis.items()}:
+            raise InputError(f"dataset basis {basis} differs from tblite {settings['method']}'s {table.basis}")
+        spec = TableOverlap(table=table)
+    else:
+        if not settings.get("basis"):
+            raise InputError(f"overlap 'exact' needs the dataset's PySCF basis (settings of {engine!r}: {settings})")
+        spec = ExactOverlap(pyscf_basis=settings["basis"])
     rep = RepulsionConfig(species=tuple(species), cutoff=m.repulsion_cutoff, n_radial=m.n_radial,
                           many_body=m.repulsion_many_body, dtype=cfg.dtype)
     T = temperature_K(train)
     val = valence_electrons(train, species, recorded_valence)
     eref = reference_energies(train, species, val, T, mode=m.energy_mode)
-    extra = {"s_grad_from_energy": False} if "s_grad_from_energy" in EnergyModelConfig.model_fields else {}
-    return EnergyModelConfig(h=h, overlap=overlap, s=s, table=table, repulsion=rep, energy_mode=m.energy_mode,
-                             electronic_temperature_K=T, valence_electrons=val, reference_energies=eref,
-                             pyscf_basis=settings.get("basis") if overlap == "exact" else None, **extra)
+    return EnergyModelConfig(h=h, overlap=spec, repulsion=rep, energy_mode=m.energy_mode, electronic_temperature_K=T,
+                             valence_electrons=val, reference_energies=eref, s_grad_from_energy=False)
 
 
 def fit_repulsion(model: EnergyModel, targets: Sequence[Target], device, max_samples: int = 64,
@@ -246,8 +250,6 @@ def _keeps_metric(model: EnergyModel, data) -> bool:
     return True
 
 
-
-
 # ------------------------------------------------------------------ phases
 
 
@@ -296,7 +298,7 @@ class LossModule(torch.nn.Module):
         self.model = model
         self.register_buffer("scales", scales.to(device))
         self.device = device
-        self.learned_s = _overlap_kind(model.config) == "learned"
+        self.learned_s = model.config.overlap.kind == "learned"
 
     def hclass(self, t: Target) -> torch.Tensor:
         """[nao, nao] orbital-pair class of every H element of t (`fastqmd.nnh.targets.pair_classes`)."""
@@ -407,9 +409,7 @@ class NNHKind:
             model = EnergyModel(ecfg).to(device)
         except ValueError as exc:  # e.g. hidden_irreps that cannot build the dataset's orbital blocks
             raise InputError(f"model: {exc}") from None
-        if "s_grad_from_energy" not in EnergyModelConfig.model_fields:
-            model.s_grad_from_energy = False
-        if _overlap_kind(ecfg) == "learned":
+        if ecfg.overlap.kind == "learned":
             for s in model.species:
                 t = next(t for t in train if s in t.frame.symbols)
                 a = t.frame.symbols.index(s)
