@@ -140,3 +140,24 @@ def test_toy_kind_resume_reproduces_the_uninterrupted_run(tmp_path):
     a = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)["state"]
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_with_the_old_progress_dict_resumes(tmp_path):
+    """Checkpoints written before `fastqmd.training` kept their counters under other names (plateau_scale,
+    train_wall_s, rep_fitted): they resume into the same run."""
+    kw = dict(schedule=dict(kind="plateau", plateau_patience=1), eval_every=1, lr=0.1, early_stopping_patience=None)
+    fit(ToyKind(), config(tmp_path / "ref", **kw))
+    cut = config(tmp_path / "cut", **kw)
+    fit(ToyKind(), cut, stop_after=7)
+    path = tmp_path / "cut" / "checkpoint.pt"
+    c = torch.load(path, weights_only=True)
+    p = c["progress"]
+    assert p["lr_scale"] < 1  # the plateau schedule has reduced the rate: the renamed counter matters
+    c["progress"] = {"step": p["step"], "plateau_scale": p["lr_scale"], "plateau_best": p["plateau_best"],
+                     "plateau_bad": p["plateau_bad"], "best_val": p["best_val"], "bad_evals": p["bad_evals"],
+                     "stopped_early": p["stopped_early"], "log_bytes": p["log_bytes"], "rep_fitted": True,
+                     "train_wall_s": p["wall_s_all_runs"]}
+    atomic_torch_save(c, path)
+    s = fit(ToyKind(), cut)
+    assert s["resumed_from"] == 7
+    assert (tmp_path / "ref" / "metrics.jsonl").read_bytes() == (tmp_path / "cut" / "metrics.jsonl").read_bytes()
