@@ -125,10 +125,11 @@ class Shared:
             from fastqmd.nnh.repulsion import RepulsionConfig
 
             torch.manual_seed(0)
-            h = NNHConfig(basis=basis, cutoff=3.0, hidden_irreps="4x0e+2x1o+2x1e+2x2e+2x2o+1x3o+1x3e+1x4e", n_layers=1, radial_hidden=8,
-                          n_scalars_embed=4, n_radial=4, avg_num_neighbors=4, dtype="float64")
+            h = NNHConfig(basis=basis, cutoff=3.0, hidden_irreps="4x0e+2x1o+2x1e+2x2e+2x2o+1x3o+1x3e+1x4e",
+                          n_layers=1, radial_hidden=8, n_scalars_embed=4, n_radial=4, avg_num_neighbors=4,
+                          dtype="float64")
             s = OverlapConfig(basis=basis, cutoff=3.0, radial_hidden=8, dtype="float64")
-            cfg = EnergyModelConfig(h=h, overlap="learned", s=s, electronic_temperature_K=300.0,
+            cfg = EnergyModelConfig(h=h, overlap={"kind": "learned", "s": s}, electronic_temperature_K=300.0,
                                     repulsion=RepulsionConfig(species=tuple(sorted(basis)), cutoff=2.5,
                                                               dtype="float64"),
                                     valence_electrons={el: 1.0 for el in basis})
@@ -197,7 +198,8 @@ CASES = [
     Case("md-unknown-kind", lambda t, s: ["md", yml(t, md_cfg(structure={"kind": "foo"}))],
          "config key 'structure.kind': unknown kind 'foo' (expected one of 'rattled_bulk', 'molecule', 'file')"),
     Case("md-missing-kind", lambda t, s: ["md", yml(t, md_cfg(potential={}))], "missing config key 'potential.kind'"),
-    Case("md-key-inside-a-kind", lambda t, s: ["md", yml(t, md_cfg(structure={"kind": "rattled_bulk", "supercell": 0}))],
+    Case("md-key-inside-a-kind", lambda t, s: ["md", yml(t, md_cfg(structure={"kind": "rattled_bulk",
+                                                                               "supercell": 0}))],
          "config key 'structure.supercell': Input should be greater than 0 (got 0)"),
     Case("md-bad-yaml", lambda t, s: ["md", str((t / "c.yaml").write_text("a: [") and t / "c.yaml")], "invalid YAML"),
     Case("md-unknown-factory", lambda t, s: ["md", yml(t, md_cfg(potential={"kind": "ase",
@@ -210,7 +212,8 @@ CASES = [
     Case("md-thermostat-at-0K", lambda t, s: ["md", yml(t, md_cfg(temperature_K=0, ensemble={"kind": "langevin"}))],
          "needs temperature_K > 0"),
     Case("md-molecule-name-and-path", lambda t, s: ["md", yml(t, md_cfg(structure={
-        "kind": "molecule", "name": "H2O", "path": "x.xyz", "sampling": "random"}))], "exactly one of 'name' or 'path'"),
+        "kind": "molecule", "name": "H2O", "path": "x.xyz", "sampling": "random"}))],
+         "exactly one of 'name' or 'path'"),
     # ---- structures: the checks of `generate`, shared by md and rsdft
     Case("md-nan-structure", lambda t, s: (xyz(t, cu(nan=True)), ["md", yml(t, md_cfg(structure=FILE_STRUCTURE))])[1],
          "non-finite"),

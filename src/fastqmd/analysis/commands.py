@@ -49,7 +49,8 @@ def _outputs(prefix: str, inputs) -> tuple[Path, Path]:
 
 RMAX = typer.Option(6.0, "--rmax", callback=above(0), help="RDF range (Å)")
 AT = typer.Option(None, "--at-fs", callback=at_least(0), help="RDF/ADF/DOS at this time only (the NNH study: 500)")
-FROM = typer.Option(0.0, "--from-fs", callback=at_least(0), help="else average RDF/ADF/DOS over frames from this time on")
+FROM = typer.Option(0.0, "--from-fs", callback=at_least(0),
+                    help="else average RDF/ADF/DOS over frames from this time on")
 CUT = typer.Option(None, "--adf-cutoff", callback=above(0),
                    help="ADF neighbour cutoff (Å); default 1.25 × shortest distance")
 SIG = typer.Option(0.1, "--sigma", callback=above(0), help="Gaussian broadening of the electronic DOS (eV)")

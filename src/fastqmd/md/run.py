@@ -187,50 +187,71 @@ def rate_text(s_per_step: float, dt_fs: float) -> tuple[float, str]:
     return ns_day, f"{ns_day:.3g} ns/day  {s_per_step:.3g} s/step"
 
 
-def run_md(cfg: MDConfig, overwrite: bool = False, potential=None) -> RunSummary:
-    """Run (or resume) the MD of `cfg`. `potential` overrides the config's potential (library use).
+@dataclass(frozen=True)
+class Plan:
+    """A run decided before anything is written: everything in it has been validated."""
 
-    Everything is validated first — output folder, structure, potential (built and evaluated once),
-    integrator, the checkpoint of a resumed run — and only then are files of `output.dir` created, cut back
-    or (`overwrite`) deleted: a rejected run leaves an earlier run's files byte-identical."""
+    out: Path
+    potential: object
+    integrator: object
+    state: MDState  # the first state of a new run, or the checkpoint's
+    config_hash: str
+    resume_bytes: tuple[int, int] | None  # (trajectory, thermo) sizes to cut back to; None: a new run
+
+
+def plan_run(cfg: MDConfig, overwrite: bool = False, potential=None) -> Plan:
+    """Check everything a run needs — output folder, structure, potential (built and evaluated once),
+    integrator, the checkpoint of a resumed run — and write nothing."""
     out = check_output_dir(cfg.output.dir)
     for name in (TRAJ, THERMO, CKPT, CONFIG, LAST_GOOD):
         if (out / name).is_dir():
             raise InputError(f"{out / name} is a folder; the run writes a file there")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise InputError("md device 'cuda' requested but CUDA is not available")
-    ckpt_path, traj_path, log_path = out / CKPT, out / TRAJ, out / THERMO
     chash = config_hash(cfg)
-    resume = ckpt_path.exists() and not overwrite
+    resume = (out / CKPT).exists() and not overwrite
     atoms = None if resume else start_structure(cfg, check_potential=potential is None)
     potential = potential if potential is not None else build_potential(cfg.potential)
     integ = build_integrator(cfg)
-    if resume:
-        ck = load_checkpoint(ckpt_path, cfg.device)
-        if ck["config_hash"] != chash:
-            raise InputError(f"{out} holds a run of a different config; use another output.dir or --overwrite")
-        check_length(traj_path, ck["traj_bytes"])
-        check_length(log_path, ck["log_bytes"])
-        state = ck["state"]
-        resumed_from = state.step
-    else:
-        state = initial_state(cfg, atoms, potential, integ)
-        resumed_from = None
-    # valid: only now touch the output folder
+    if not resume:
+        return Plan(out, potential, integ, initial_state(cfg, atoms, potential, integ), chash, None)
+    ck = load_checkpoint(out / CKPT, cfg.device)
+    if ck["config_hash"] != chash:
+        raise InputError(f"{out} holds a run of a different config; use another output.dir or --overwrite")
+    check_length(out / TRAJ, ck["traj_bytes"])
+    check_length(out / THERMO, ck["log_bytes"])
+    return Plan(out, potential, integ, ck["state"], chash, (ck["traj_bytes"], ck["log_bytes"]))
+
+
+def start_run(cfg: MDConfig, plan: Plan) -> None:
+    """The first writes of a planned run: create the folder, then cut the files back to the checkpoint
+    (resume) or delete the previous run's files (new run, also `--overwrite`), and record the config."""
+    out = plan.out
     out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        truncate_file(traj_path, ck["traj_bytes"])
-        truncate_file(log_path, ck["log_bytes"])
+    if plan.resume_bytes is not None:
+        truncate_file(out / TRAJ, plan.resume_bytes[0])
+        truncate_file(out / THERMO, plan.resume_bytes[1])
     else:
         for name in (TRAJ, THERMO, CKPT, LAST_GOOD):
             (out / name).unlink(missing_ok=True)
     (out / CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    traj, log = AppendFile(traj_path), AppendFile(log_path, THERMO_HEADER)
+
+
+def run_md(cfg: MDConfig, overwrite: bool = False, potential=None) -> RunSummary:
+    """Run (or resume) the MD of `cfg`. `potential` overrides the config's potential (library use).
+
+    `plan_run` validates everything before `start_run` creates, cuts back or (`overwrite`) deletes files of
+    `output.dir`: a rejected run leaves an earlier run's files byte-identical."""
+    plan = plan_run(cfg, overwrite, potential)
+    start_run(cfg, plan)
+    state, resumed_from = plan.state, (plan.state.step if plan.resume_bytes is not None else None)
+    traj, log = AppendFile(plan.out / TRAJ), AppendFile(plan.out / THERMO, THERMO_HEADER)
     try:
         if resumed_from is None:
-            _write(state, integ, cfg, traj, log)
-            save_checkpoint(ckpt_path, state, traj.sync(), log.sync(), chash)
-        return _loop(state, integ, potential, cfg, traj, log, ckpt_path, chash, resumed_from)
+            _write(state, plan.integrator, cfg, traj, log)
+            save_checkpoint(plan.out / CKPT, state, traj.sync(), log.sync(), plan.config_hash)
+        return _loop(state, plan.integrator, plan.potential, cfg, traj, log, plan.out / CKPT, plan.config_hash,
+                     resumed_from)
     finally:
         traj.close()
         log.close()
