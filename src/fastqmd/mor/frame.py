@@ -107,7 +107,7 @@ def canonical_frame(X: np.ndarray, recipe: FrameRecipe = WATER) -> Frame:
         raise InputError(f"frame cannot be built: a frame atom lies on the pinned atom (bonds {s_a:.3g}, {s_b:.3g} Bohr)")
     swapped = recipe.tie_rule == "longer_first" and s_b > s_a + recipe.tie_tol
     if swapped:
-        d_a, d_b = d_b, d_a
+        d_a, d_b, s_a, s_b = d_b, d_a, s_b, s_a
     R = frame_axes(d_a / s_a, d_b / s_b, recipe.axis_tol)
     perm = np.arange(len(X))
     if swapped:
