@@ -105,6 +105,23 @@ def test_atomic_write_keeps_old_file_when_fill_crashes(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "d.h5", bad_fill)
     assert (tmp_path / "d.h5").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d.h5"]  # no temporary left behind
+
+
+def test_damaged_header_is_one_input_error(tmp_path):
+    """Every way a root attribute can be damaged is one InputError naming the file, raised on opening."""
+    rng = np.random.default_rng(4)
+    damage = {"schema_version": lambda f: f.attrs.__delitem__("schema_version"),
+              "settings": lambda f: f.attrs.__setitem__("settings", "{not json"),
+              "basis": lambda f: f.attrs.__setitem__("basis", "[1, 2]"),
+              "samples": lambda f: f.__delitem__(SAMPLES)}
+    for name, edit in damage.items():
+        path = tmp_path / f"{name}.h5"
+        write_dataset(path, [fake_sample(rng)])
+        with h5py.File(path, "r+") as f:
+            edit(f)
+        with pytest.raises(InputError, match=f"{name}.h5: corrupt dataset header"):
+            Dataset(path)
 
 
 def test_not_a_dataset_is_input_error(tmp_path):

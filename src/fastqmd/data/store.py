@@ -9,7 +9,9 @@ atom-pair block of a 216-atom Hamiltonian reads a few chunks, never the dense ma
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,14 +139,17 @@ def merge_basis(f: h5py.File, basis: BasisSpec) -> None:
 
 
 def atomic_write(path: Path, fill) -> None:
-    """Create `path` by calling fill(h5py.File) on a temporary sibling, fsync, then rename over `path`."""
+    """Create `path` by calling fill(h5py.File) on a uniquely named temporary sibling (two writers never
+    share one), fsync, then rename over `path`; a failed fill leaves no temporary behind."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    with h5py.File(tmp, "w") as f:
-        fill(f)
-    replace_durably(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        replace_durably(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------- reading
