@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastqmd.dft.scf import SCFResult
+from fastqmd.dft.scf import Discretization, SCFResult
 from fastqmd.dft.terms import ForceTerm, KSState
 
 
 def hellmann_feynman_forces(result: SCFResult) -> np.ndarray:
     """Total forces [n_atoms, 3] in Ha/Bohr for a converged SCF result: Σ over the model's terms with forces."""
-    disc = result.disc
     state = KSState(result.orbitals, result.occupations, result.density, result.v_hartree)
+    return state_forces(result.disc, state)
+
+
+def state_forces(disc: Discretization, state: KSState) -> np.ndarray:
+    """Σ over the model's terms with explicit R dependence of −∂E_t/∂R at fixed orbitals, occupations and density
+    [n_atoms, 3] (Ha/Bohr); the Hellmann–Feynman force when `state` is stationary (SCF, or a reduced solution)."""
     F = np.zeros((len(disc.model.symbols), 3))
     for term in disc.model.terms:
         if isinstance(term, ForceTerm):
