@@ -208,6 +208,53 @@ def basis_from_orbitals(U: np.ndarray, grid, model, recipe: FrameRecipe | None =
     return build_basis(Un, grid, spec, rec, rank=len(Un), source=source)
 
 
+STUDY_RANK = 34  # the study's rank at 1 − ε = 0.9999 (4 occupied + 30 empty states)
+
+
+def rank_summary(singular_values: np.ndarray, epsilon: float) -> dict:
+    """Both ranks at 1 − ε (Σσ and Σσ²) beside the study's, with the captured fractions (for the JSON summary)."""
+    out = {"epsilon": float(epsilon), "n_snapshots": int(len(singular_values)), "study_rank": STUDY_RANK}
+    for c in ("sigma", "sigma2"):
+        k = rank_for(singular_values, epsilon, c)
+        out[f"rank_{c}"] = k
+        out[f"energy_fraction_{c}"] = float(energy_fractions(singular_values, c)[k - 1])
+    return out
+
+
+def plot_singular_values(singular_values: np.ndarray, path: str | Path, epsilon: float, title: str = "") -> Path:
+    """σ_i/σ_1 (log) against i, with the ranks of both criteria at 1 − ε marked (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastqmd.atomic import replace_durably
+    from fastqmd.data.generate import _temp_name
+
+    s = np.asarray(singular_values, float)
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    i = np.arange(1, len(s) + 1)
+    ax.semilogy(i, s / s[0], "o-", ms=3, lw=1, label="σ_i / σ_1")
+    for c, style in (("sigma", "--"), ("sigma2", ":")):
+        k = rank_for(s, epsilon, c)
+        ax.axvline(k, ls=style, color="k", lw=1, label=f"rank {k} (Σ{'σ' if c == 'sigma' else 'σ²'} > 1 − {epsilon:g})")
+    ax.axvline(STUDY_RANK, color="tab:red", lw=1, alpha=0.6, label=f"study: {STUDY_RANK}")
+    ax.set_xlabel("index i")
+    ax.set_ylabel("normalized singular value")
+    ax.set_title(title or "snapshot singular values")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = _temp_name(path)
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        replace_durably(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 # ---------------------------------------------------------------- file
 
 

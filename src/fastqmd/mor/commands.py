@@ -1,0 +1,85 @@
+"""CLI: `fastqmd mor snapshots CONFIG.yaml` (offline Hi-Fi solves) and `fastqmd mor basis SNAPSHOTS -o BASIS`
+(thin SVD, rank by 1 − ε, JSON summary with both rank criteria, singular-value plot).
+
+Only typer is imported at start-up; numpy, h5py, the solver and matplotlib inside the commands. Bad input (a
+missing or invalid config, an unknown molecule, an existing output without --overwrite, a corrupt snapshot file)
+ends as one line, exit 2, nothing written; an SCF that does not converge exits 3 with the finished geometries kept
+in the journal (rerun to resume)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fastqmd.cli_options import above
+
+mor_app = typer.Typer(help="Reduced-order model (MOR-QMD) of the real-space solver: snapshots, basis.",
+                      no_args_is_help=True)
+
+
+def snapshots_cmd(
+    config: Path = typer.Argument(..., help="Snapshots config (YAML): sampling, solver, output, chains, workers."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (once the new run is done)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-geometry progress lines."),
+) -> None:
+    """Hi-Fi SCF solves over the config's geometry grid, warm-started along it, into one HDF5 file (resumable)."""
+    from fastqmd.config import load_config
+    from fastqmd.mor.snapshots import SnapshotsConfig, generate_snapshots
+
+    cfg = load_config(SnapshotsConfig, config)
+    r = generate_snapshots(cfg, overwrite=overwrite, progress=not quiet)
+    typer.echo(f"{r['output']}: {r['n_geometries']} geometries ({r['solved']} solved now, {r['already_done']} "
+               f"resumed) in {r['chains']} chain(s) on {r['ran_on']}, {r['wall_s']:.1f} s")
+
+
+def basis_cmd(
+    snapshots: Path = typer.Argument(..., help="Snapshot file of `fastqmd mor snapshots`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Basis file to write (HDF5); also OUTPUT.json and .png."),
+    epsilon: float = typer.Option(1e-4, "--epsilon", callback=above(0), help="Rank: captured fraction > 1 − ε."),
+    criterion: str = typer.Option("sigma", "--criterion", help="sigma (Σσ, libROM < 2025) or sigma2 (Σσ²)."),
+    states: str = typer.Option("occupied", "--states", help="occupied (the study: 4 per water) or all stored."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing basis file."),
+) -> None:
+    """Thin SVD of the snapshot orbitals → reduced basis; prints both ranks beside the study's 34."""
+    from fastqmd.atomic import replace_durably
+    from fastqmd.config import check_output_file
+    from fastqmd.data.generate import _temp_name
+    from fastqmd.errors import InputError
+    from fastqmd.mor.basis import build_basis, plot_singular_values, rank_summary, save_basis
+    from fastqmd.mor.snapshots import Snapshots
+
+    if criterion not in ("sigma", "sigma2"):
+        raise InputError(f"--criterion must be sigma or sigma2, got {criterion!r}")
+    if states not in ("occupied", "all"):
+        raise InputError(f"--states must be occupied or all, got {states!r}")
+    if not epsilon < 1:
+        raise InputError(f"--epsilon must be < 1, got {epsilon:g}")
+    out = check_output_file(output, overwrite=overwrite, inputs=(snapshots,))
+    summary_path, plot_path = out.with_suffix(".json"), out.with_suffix(".png")
+    for p in (summary_path, plot_path):
+        check_output_file(p, overwrite=None, inputs=(snapshots,))
+    snap = Snapshots(snapshots)
+    U = snap.orbital_matrix(states)
+    basis = build_basis(U, snap.grid, snap.model, snap.recipe, epsilon=epsilon, criterion=criterion,
+                        source=str(snapshots), extras={"states": states, "snapshots_run": snap.run})
+    save_basis(out, basis)
+    summary = {"basis": str(out), "snapshots": str(snapshots), "states": states, "criterion": criterion,
+               "rank": basis.rank, "energy_fraction": basis.energy_fraction, "n_geometries": len(snap),
+               **rank_summary(basis.singular_values, epsilon), "grid": list(snap.grid.shape),
+               "spacing_bohr": snap.grid.spacing[0], "fd_order": snap.grid.fd_order,
+               "singular_values": basis.singular_values.tolist()}
+    tmp = _temp_name(summary_path)
+    tmp.write_text(json.dumps(summary, indent=1))
+    replace_durably(tmp, summary_path)
+    plot_singular_values(basis.singular_values, plot_path, epsilon,
+                         f"{len(snap)} geometries × {states} states, {snap.grid.shape[0]}³ FD{snap.grid.fd_order}")
+    typer.echo(f"{out}: rank {basis.rank} ({criterion}, 1 − ε = {1 - epsilon:g}) of {basis.n_snapshots} snapshots; "
+               f"Σσ rank {summary['rank_sigma']}, Σσ² rank {summary['rank_sigma2']} (study: {summary['study_rank']})")
+
+
+def register(app: typer.Typer) -> None:
+    mor_app.command("snapshots")(snapshots_cmd)
+    mor_app.command("basis")(basis_cmd)
+    app.add_typer(mor_app, name="mor")
