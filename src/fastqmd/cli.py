@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "fastqmd.analysis.commands",
     "fastqmd.dft.commands",
     "fastqmd.nnh.commands",
+    "fastqmd.mor.commands",
 ]
 
 for _name in COMMAND_MODULES:
