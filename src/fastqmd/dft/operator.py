@@ -94,10 +94,12 @@ def natural_orbitals(Phi: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def density_matrix_forces(disc: Discretization, Phi: np.ndarray, X: np.ndarray, n: np.ndarray,
-                          V_H: np.ndarray) -> np.ndarray:
+                          V_H: np.ndarray, occ_floor: float | None = None) -> np.ndarray:
     """F_a = −∂F/∂R_a at fixed X, n = ρ[X] and V_H = Poisson[n + b], [n_atoms, 3] Ha/Bohr.
 
     The basis does not move with the atoms, so at a stationary X (X = Fermi–Dirac of h[X]) this is the exact
-    gradient of the reduced free energy. Evaluated by the Hi-Fi force terms on the natural orbitals of X."""
-    U, o = natural_orbitals(Phi, X)
-    return state_forces(disc, KSState(U, o, n, V_H))
+    gradient of the reduced free energy. Evaluated by the Hi-Fi force terms on the natural orbitals of X (only
+    those with occupation > occ_floor when given: the projector term is linear in the occupations)."""
+    o, Q = np.linalg.eigh(0.5 * (X + X.T))
+    keep = o > occ_floor if occ_floor is not None else np.ones(len(o), bool)
+    return state_forces(disc, KSState(Q[:, keep].T @ Phi, o[keep], n, V_H))

@@ -32,7 +32,7 @@ import numpy as np
 
 from fastqmd.dft.grid import Grid
 from fastqmd.dft.occupations import fermi_dirac
-from fastqmd.dft.operator import (Discretization, Model, basis_density, density_matrix_forces, discretize,
+from fastqmd.dft.operator import (Discretization, Model, density_matrix_forces, discretize,
                                   kinetic_matrix, nonlocal_matrix, potential_matrix, projector_overlaps)
 from fastqmd.dft.poisson import hartree_potential
 from fastqmd.dft.xc import xc_energy_potential
@@ -40,6 +40,7 @@ from fastqmd.errors import CalculationFailed
 
 F_CLIP = 1e-14  # occupation fractions are clipped to [F_CLIP, 1 − F_CLIP] in the entropy gradient
 ORTHONORMAL_TOL = 1e-8
+OCC_FLOOR = 1e-14  # natural occupations below this are left out of the density (low_rank_density)
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +124,17 @@ def entropy_gradient(X: np.ndarray, kT: float) -> np.ndarray:
     return (W * (kT * (np.log(f) - np.log1p(-f)))) @ W.T
 
 
+def low_rank_density(Phi: np.ndarray, X: np.ndarray, grid: Grid) -> np.ndarray:
+    """n = ρ[X] from the occupied natural orbitals only: X = Q diag(λ) Qᵀ, n = Σ_{λ_i > λ_min} λ_i (q_iᵀΦ)²/dV.
+
+    Dropping λ_i ≤ OCC_FLOOR changes n by at most OCC_FLOOR max φ² (Fermi–Dirac tails at kT = 1e−3 Ha are ~e^{−100});
+    cost m k n_grid for m kept states instead of k² n_grid (basis_density)."""
+    lam, Q = np.linalg.eigh(0.5 * (X + X.T))
+    keep = lam > OCC_FLOOR
+    C = Q[:, keep].T @ Phi  # [m, n_grid]
+    return (lam[keep] @ (C * C)).reshape(grid.shape) / grid.dV
+
+
 def fermi_dirac_matrix(h: np.ndarray, n_electrons: float, kT: float) -> tuple[np.ndarray, np.ndarray, float]:
     """(X_T = Q diag(2 f_FD(ε)) Qᵀ, ε, μ) for h = Q diag(ε) Qᵀ; μ by bisection (occupations.fermi_dirac)."""
     eps, Q = np.linalg.eigh(0.5 * (h + h.T))
@@ -138,7 +150,7 @@ def evaluate(problem: ReducedProblem, X: np.ndarray, n: np.ndarray | None = None
     g = b.grid
     t0 = time.perf_counter()
     if n is None:
-        n = basis_density(Phi, X, g)
+        n = low_rank_density(Phi, X, g)
     t1 = time.perf_counter()
     if v_hartree is None:
         v_hartree = hartree_potential(n + disc.b, g)
@@ -241,7 +253,7 @@ def mvp_solve(problem: ReducedProblem, X0: np.ndarray | None = None, tol: float 
     eps, _ = np.linalg.eigh(ev.h)
     mu = fermi_dirac(eps, N_e, kT)[1]
     t0 = time.perf_counter()
-    F = density_matrix_forces(problem.disc, problem.basis.Phi, ev.X, ev.n, ev.v_hartree) if forces else None
+    F = density_matrix_forces(problem.disc, problem.basis.Phi, ev.X, ev.n, ev.v_hartree, OCC_FLOOR) if forces else None
     tm["forces"] = time.perf_counter() - t0
     tm["total"] = time.perf_counter() - t_start
     result = OnlineResult(ev.X, ev.energies, eps, mu, ev.n, ev.v_hartree, F, converged, len(log), dF0, tuple(log), tm)
