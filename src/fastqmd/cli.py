@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "fastqmd.dft.commands",
     "fastqmd.nnh.commands",
     "fastqmd.mor.commands",
+    "fastqmd.mlip.commands",
 ]
 
 for _name in COMMAND_MODULES:

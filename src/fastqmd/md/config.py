@@ -13,7 +13,8 @@ Example (EMT copper, Nosé–Hoover at 300 K):
 Potentials: `emt` (ASE EMT), `reference` (a fastqmd reference engine, `engine:` an EngineConfig),
 `ase` (any importable ASE Calculator factory "module:callable" with keyword arguments, e.g.
 "tblite.ase:TBLite" with {method: GFN2-xTB}),
-`nnh` (a trained NN-Hamiltonian model file from `fastqmd train`: NNH-MD).
+`nnh` (a trained NN-Hamiltonian model file from `fastqmd train`: NNH-MD),
+`sevenn` / `chgnet` (universal MLIPs shipped in their wheels, offline, e.g. {kind: sevenn, model: 7net-0}).
 Ensembles: `nve`, `nose_hoover` (the NNH-MD study's scheme), `langevin` (BAOAB), `berendsen`. Units: K, fs, Å, amu.
 """
 
@@ -67,8 +68,26 @@ class NNHPotentialConfig(FrozenModel):
     eigenvalues: bool = True  # store ε per frame (DOS in `fastqmd analyze`); taken from the energy's own eigensolve
 
 
-PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig,
-                            Field(discriminator="kind")]
+class SevenNetPotentialConfig(FrozenModel):
+    """A SevenNet checkpoint from the sevenn wheel, offline (fastqmd.mlip.universal)."""
+
+    kind: Literal["sevenn"] = "sevenn"
+    model: str = "7net-0"  # 7net-0, 7net-0_22may2024, 7net-l3i5, 7net-mf-0, or a SevenNet checkpoint file
+    modal: str | None = None  # fidelity of a multi-fidelity model (7net-mf-0: PBE or R2SCAN)
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+class CHGNetPotentialConfig(FrozenModel):
+    """CHGNet weights from the chgnet wheel, offline (fastqmd.mlip.universal)."""
+
+    kind: Literal["chgnet"] = "chgnet"
+    model: str = "0.3.0"  # 0.3.0, 0.2.0, r2scan, or a CHGNet model file
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+UniversalPotentialConfig = SevenNetPotentialConfig | CHGNetPotentialConfig
+PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig
+                            | SevenNetPotentialConfig | CHGNetPotentialConfig, Field(discriminator="kind")]
 
 
 class NVE(FrozenModel):
@@ -126,14 +145,19 @@ class MDConfig(FrozenModel):
     output: Output
 
 
-def build_potential(src: EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig):
-    """Config → Potential: NNH and reference engines directly (`EnginePotential`: the engine's energy and
-    forces only, no H/S sample per step; engines are stateless, so `reset_calculator` does not apply), ASE
-    calculators through the ASE adapter."""
+def build_potential(src: EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig
+                    | UniversalPotentialConfig):
+    """Config → Potential: NNH, universal MLIPs and reference engines directly (`EnginePotential`: the
+    engine's energy and forces only, no H/S sample per step; engines are stateless, so `reset_calculator` does
+    not apply), ASE calculators through the ASE adapter."""
     from fastqmd.potential import calculator_to_potential
 
     if isinstance(src, NNHPotentialConfig):
         return _nnh_potential(src)
+    if isinstance(src, UniversalPotentialConfig):
+        from fastqmd.mlip.universal import load_universal
+
+        return load_universal(src.kind, src.model, device=src.device, modal=getattr(src, "modal", None))
     if isinstance(src, ReferencePotential):
         from fastqmd.reference.calculator import EnginePotential
         from fastqmd.reference.config import build_engine
