@@ -12,22 +12,29 @@ from fastqmd.cli_options import at_least
 
 
 def train_cmd(
-    config: Path = typer.Argument(..., help="Training config (YAML), see fastqmd.nnh.train.TrainConfig"),
+    config: Path = typer.Argument(..., help="Training config (YAML); model.kind picks the model kind (nnh, the "
+                                  "default: fastqmd.nnh.train.TrainConfig; bp, equivariant: fastqmd.mlip.kind)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="start afresh even if a checkpoint exists"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", callback=at_least(1), help="override max_steps"),
 ) -> None:
-    """Train an NN-Hamiltonian energy model on H, forces, energies (and S); kill and rerun to resume.
+    """Train a model of kind `model.kind` (NN-Hamiltonian energy model on H, forces, energies (and S) by default;
+    bp / equivariant energy MLIPs); kill and rerun to resume.
     Data parallel: torchrun --nproc_per_node P -m fastqmd.cli train CONFIG.yaml"""
-    from fastqmd.config import load_config
-    from fastqmd.nnh.train import TrainConfig, train
+    from fastqmd.training.loop import fit
+    from fastqmd.training.registry import load_train_config
 
-    cfg = load_config(TrainConfig, config)
+    kind, cfg = load_train_config(config)
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
-    s = train(cfg, overwrite=overwrite)
+    s = fit(kind, cfg, overwrite=overwrite)
     how = f"resumed at step {s['resumed_from']}" if s["resumed_from"] is not None else "new run"
     test = s.get("test") or {}
-    extra = f", test H MAE {test['H_mae_eV']:.3g} eV, F MAE {test['F_mae_eV_A']:.3g} eV/Å" if test else ""
+    extra = ""
+    if "H_mae_eV" in test:
+        extra = f", test H MAE {test['H_mae_eV']:.3g} eV, F MAE {test['F_mae_eV_A']:.3g} eV/Å"
+    elif "E_mae_meV_atom" in test:
+        extra = f", test E MAE {test['E_mae_meV_atom']:.3g} meV/atom" + (
+            f", F MAE {test['F_mae_meV_A']:.3g} meV/Å" if "F_mae_meV_A" in test else "")
     took = f"{s['wall_time_s']:.1f} s" + (f" ({s['wall_time_s_all_runs']:.1f} s all runs)"
                                             if s["resumed_from"] is not None else "")
     typer.echo(f"train: {s['steps']} steps ({how}) in {took}{extra} -> {cfg.output}/model.pt")
