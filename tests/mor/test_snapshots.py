@@ -158,3 +158,17 @@ def test_chains_on_dask_equal_the_chains_in_this_process(reference, tmp_path):
     for k in ref:  # other processes, same BLAS: equal to rounding
         for n in ARRAYS:
             assert np.allclose(got[k][n], ref[k][n], rtol=0, atol=1e-10), (k, n)
+
+
+def test_a_basis_from_the_snapshots_reproduces_them_to_the_discarded_energy(reference):
+    from fastqmd.mor.basis import basis_from_snapshots
+
+    cfg, ref = reference
+    b = basis_from_snapshots(cfg.output, epsilon=1e-6, criterion="sigma2")
+    U = Snapshots(cfg.output).orbital_matrix()  # 12 geometries × 4 occupied orbitals
+    assert b.n_snapshots == 48 and np.abs(b.vectors @ b.vectors.T - np.eye(b.rank)).max() < 1e-12
+    lost = np.sum((U - (U @ b.vectors.T) @ b.vectors) ** 2) / b.grid.dV  # Σ_j Σ_r |(1 − P) ψ_j|², ψ = U/√dV
+    assert lost == pytest.approx(np.sum(b.singular_values[b.rank:] ** 2), rel=1e-6)
+    assert lost / np.sum(b.singular_values**2) < 1e-6  # the discarded energy fraction is below ε
+    assert np.asarray(b.extras["training_geometries_bohr"]).shape == (12, 3, 3)
+    b.check_compatible(cfg.solver.grid(), cfg.solver.model(("O", "H", "H"), np.zeros((3, 3))), ("O", "H", "H"))

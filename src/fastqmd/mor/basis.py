@@ -199,6 +199,21 @@ def build_basis(U: np.ndarray, grid, model, recipe: FrameRecipe, epsilon: float 
                  criterion, g, spec, recipe, source, dict(extras or {}))
 
 
+def basis_from_snapshots(path: str | Path, epsilon: float = 1e-4, criterion: Criterion = "sigma",
+                         states: Literal["occupied", "all"] = "occupied") -> Basis:
+    """Basis of a snapshot file (`fastqmd.mor.snapshots`): its occupied (or all stored) orbitals of every geometry.
+    `extras` records the states used, the snapshot run's config and the canonical training geometries
+    (`training_geometries_bohr` [n_geometries, n_atoms, 3], for the online domain check)."""
+    from fastqmd.mor.snapshots import Snapshots
+
+    snap = Snapshots(path)
+    U = snap.orbital_matrix(states)
+    extras = {"states": states, "snapshots_run": snap.run,
+              "training_geometries_bohr": [np.asarray(r["positions"], float).tolist() for r in snap.records]}
+    return build_basis(U, snap.grid, snap.model, snap.recipe, epsilon=epsilon, criterion=criterion,
+                       source=str(path), extras=extras)
+
+
 def basis_from_orbitals(U: np.ndarray, grid, model, recipe: FrameRecipe | None = None, source: str = "orbitals") -> Basis:
     """A basis spanning exactly the rows of U (any full-rank set; orthonormalized by SVD), all of them kept —
     e.g. the Hi-Fi orbitals of one geometry, for tests of the online solver."""

@@ -47,8 +47,7 @@ def basis_cmd(
     from fastqmd.config import check_output_file
     from fastqmd.data.generate import _temp_name
     from fastqmd.errors import InputError
-    from fastqmd.mor.basis import build_basis, plot_singular_values, rank_summary, save_basis
-    from fastqmd.mor.snapshots import Snapshots
+    from fastqmd.mor.basis import basis_from_snapshots, plot_singular_values, rank_summary, save_basis
 
     if criterion not in ("sigma", "sigma2"):
         raise InputError(f"--criterion must be sigma or sigma2, got {criterion!r}")
@@ -60,21 +59,19 @@ def basis_cmd(
     summary_path, plot_path = out.with_suffix(".json"), out.with_suffix(".png")
     for p in (summary_path, plot_path):
         check_output_file(p, overwrite=None, inputs=(snapshots,))
-    snap = Snapshots(snapshots)
-    U = snap.orbital_matrix(states)
-    basis = build_basis(U, snap.grid, snap.model, snap.recipe, epsilon=epsilon, criterion=criterion,
-                        source=str(snapshots), extras={"states": states, "snapshots_run": snap.run})
+    basis = basis_from_snapshots(snapshots, epsilon, criterion, states)
     save_basis(out, basis)
+    g, n_geom = basis.grid, len(basis.extras["training_geometries_bohr"])
     summary = {"basis": str(out), "snapshots": str(snapshots), "states": states, "criterion": criterion,
-               "rank": basis.rank, "energy_fraction": basis.energy_fraction, "n_geometries": len(snap),
-               **rank_summary(basis.singular_values, epsilon), "grid": list(snap.grid.shape),
-               "spacing_bohr": snap.grid.spacing[0], "fd_order": snap.grid.fd_order,
+               "rank": basis.rank, "energy_fraction": basis.energy_fraction, "n_geometries": n_geom,
+               **rank_summary(basis.singular_values, epsilon), "grid": list(g.shape), "spacing_bohr": g.spacing[0],
+               "fd_order": g.fd_order, "filter_pseudo": basis.model.filter_pseudo,
                "singular_values": basis.singular_values.tolist()}
     tmp = _temp_name(summary_path)
     tmp.write_text(json.dumps(summary, indent=1))
     replace_durably(tmp, summary_path)
     plot_singular_values(basis.singular_values, plot_path, epsilon,
-                         f"{len(snap)} geometries × {states} states, {snap.grid.shape[0]}³ FD{snap.grid.fd_order}")
+                         f"{n_geom} geometries × {states} states, {g.shape[0]}³ FD{g.fd_order}")
     typer.echo(f"{out}: rank {basis.rank} ({criterion}, 1 − ε = {1 - epsilon:g}) of {basis.n_snapshots} snapshots; "
                f"Σσ rank {summary['rank_sigma']}, Σσ² rank {summary['rank_sigma2']} (study: {summary['study_rank']})")
 
