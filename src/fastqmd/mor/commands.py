@@ -66,6 +66,7 @@ def basis_cmd(
                "rank": basis.rank, "energy_fraction": basis.energy_fraction, "n_geometries": n_geom,
                **rank_summary(basis.singular_values, epsilon), "grid": list(g.shape), "spacing_bohr": g.spacing[0],
                "fd_order": g.fd_order, "filter_pseudo": basis.model.filter_pseudo,
+               "rank_sweep": [rank_summary(basis.singular_values, e) for e in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)],
                "singular_values": basis.singular_values.tolist()}
     tmp = _temp_name(summary_path)
     tmp.write_text(json.dumps(summary, indent=1))
