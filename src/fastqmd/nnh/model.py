@@ -4,12 +4,10 @@ In:  positions [N, 3] Å and cell [3, 3] Å (torch; gradients flow to both), a `
 Out: `Blocks` (eV): on-site blocks H_ii(0) per species and off-site blocks H_ij(R) per edge, Hermitian by
      construction; `fastqmd.nnh.blocks.to_real_space` / `to_kspace` assemble H(R) / H(k).
 
-Network (O(3)-equivariant; e3nn irreps, harmonics and 3j symbols, lean layers of
-`fastqmd.nnh.layers`; edge vectors r_ij = pos[j] − pos[i] + R·cell formed inside forward):
-  h_i^0 = W·onehot(Z_i)  (scalars);   b_n(d) = √(2/r_c) sin(nπd/r_c)/d,  u(d) polynomial envelope (p),
-  Y^l(r̂_ij), l ≤ l_max (e3nn basis);   interaction t = 1..T (NequIP-like gated convolution):
-      m_i = (1/⟨n⟩) Σ_j TP_uvu( Lin(h_j), Y(r̂_ij); w = u(d)·MLP(b(d)) ),
-      h_i ← Gate( Lin(m_i) + Lin_{Z_i}(h_i) ) (+ h_i when shapes match);
+Network (O(3)-equivariant; e3nn irreps, harmonics and 3j symbols, lean layers of `fastqmd.nnh.layers`;
+edge vectors r_ij = pos[j] − pos[i] + R·cell formed inside forward): the message-passing trunk of
+`fastqmd.nnh.backbone` (species embedding, Bessel radial basis × envelope u(d), Y^l(r̂_ij), T gated
+convolutions → node features h_i), shared with the energy MLIP (`fastqmd.mlip.equivariant`), then this head:
   on-site:  x_i = μ_Z + σ_Z ⊙ Lin_{Z_i}(h_i) (scalar biases)         → B_ii = C_{Z_i Z_i} x_i, (B + Bᵀ)/2;
   off-site: e_ij = Gate(Lin(TP_uvu(Lin_a h_i + Lin_b h_j, Y(r̂_ij); w = u·MLP(b, s_i, s_j)))),
             x_ij = x⁰_ij(r_ij) + σ_{Z_i Z_j} ⊙ u(d) Lin_{Z_i Z_j}(e_ij) → B_ij = C x_ij, (B_ij(R) + B_ji(−R)ᵀ)/2,
@@ -30,8 +28,9 @@ from pydantic import field_validator
 from torch import Tensor
 
 from fastqmd.config import FrozenModel
+from fastqmd.nnh.backbone import MessagePassing, hidden_irreps
 from fastqmd.nnh.blocks import BlockLayout, Blocks, symmetrize_offsite, symmetrize_onsite
-from fastqmd.nnh.graph import Graph, build_graph, edge_vectors
+from fastqmd.nnh.graph import Graph, build_graph
 from fastqmd.nnh.irreps import two_centre_channels
 from fastqmd.nnh.layers import Gate, IrrepsLinear, UVUTensorProduct
 from fastqmd.nnh.radial import DTYPES as _DTYPES
@@ -68,53 +67,27 @@ class NNHConfig(FrozenModel):
         return self.lmax if self.lmax is not None else max(4, 2 * lmax_shell)
 
 
-class Interaction(torch.nn.Module):
-    """One gated equivariant convolution (module docstring)."""
-
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, n_species: int,
-                 n_radial: int, radial_hidden: int, avg_num_neighbors: float):
-        super().__init__()
-        self.lin_up = IrrepsLinear(irreps_in, irreps_in)
-        self.tp = UVUTensorProduct(irreps_in, irreps_sh, irreps_out)
-        self.radial = mlp([n_radial, radial_hidden, radial_hidden, self.tp.weight_numel])
-        self.gate = Gate(irreps_out)
-        self.lin_out = IrrepsLinear(self.tp.irreps_out, self.gate.irreps_in)
-        self.self_conn = IrrepsLinear(irreps_in, self.gate.irreps_in, n_species=n_species)
-        self.residual = irreps_in == irreps_out
-        self.norm = 1.0 / avg_num_neighbors
-
-    def forward(self, h: Tensor, species: Tensor, Y: Tensor, rbf: Tensor, env: Tensor, i: Tensor, j: Tensor) -> Tensor:
-        w = self.radial(rbf) * env[:, None]  # [E, weight_numel]
-        msg = self.tp(self.lin_up(h)[j], Y, w)  # [E, mid]
-        m = msg.new_zeros(h.shape[0], msg.shape[1]).index_add(0, i, msg) * self.norm
-        out = self.gate(self.lin_out(m) + self.self_conn(h, species))
-        return out + h if self.residual else out
-
-
-class NNHModel(torch.nn.Module):
-    """Structure → Hamiltonian blocks (module docstring). Construct from an `NNHConfig`."""
+class NNHModel(MessagePassing):
+    """Structure → Hamiltonian blocks (module docstring). Construct from an `NNHConfig`. The trunk's modules
+    (`embed`, `layers`) and every head module keep their pre-backbone names, so older model files load unchanged."""
 
     def __init__(self, config: NNHConfig):
-        super().__init__()
-        self.config = config
-        self.species = sorted(config.basis)
-        ns = len(self.species)
+        species = sorted(config.basis)
+        ns = len(species)
         with default_dtype(torch.float64):
-            self.layout = BlockLayout(self.species, config.basis)
-            hidden = o3.Irreps(config.hidden_irreps).sort().irreps.simplify()
-            needed = {ir for irreps in self.layout.irreps.values() for _, ir in irreps}
+            layout = BlockLayout(species, config.basis)
+            hidden = hidden_irreps(config.hidden_irreps)
+            needed = {ir for irreps in layout.irreps.values() for _, ir in irreps}
             missing = needed - {ir for _, ir in hidden}
             if missing:
                 raise ValueError(f"hidden_irreps lacks {sorted(map(str, missing))} needed by the basis blocks")
-            self.irreps_sh = o3.Irreps.spherical_harmonics(config.sh_lmax())
-            self.hidden = hidden
-            node0 = o3.Irreps(f"{config.n_scalars_embed}x0e")
-            self.embed = torch.nn.Linear(ns, config.n_scalars_embed, bias=False)
-            self.layers = torch.nn.ModuleList(
-                Interaction(node0 if t == 0 else hidden, hidden, self.irreps_sh, ns, config.n_radial,
-                            config.radial_hidden, config.avg_num_neighbors)
-                for t in range(config.n_layers)
-            )
+            super().__init__(ns, cutoff=config.cutoff, n_radial=config.n_radial, radial_hidden=config.radial_hidden,
+                             envelope_exponent=config.envelope_exponent, lmax=config.sh_lmax(),
+                             n_scalars_embed=config.n_scalars_embed, hidden=config.hidden_irreps,
+                             n_layers=config.n_layers, avg_num_neighbors=config.avg_num_neighbors)
+            self.config = config
+            self.species = species
+            self.layout = layout
             scal = [torch.arange(sl.start, sl.stop) for sl, (_, ir) in zip(hidden.slices(), hidden)
                     if ir == o3.Irrep("0e")]
             self.register_buffer("scalar_idx", torch.cat(scal))
@@ -180,20 +153,6 @@ class NNHModel(torch.nn.Module):
         """Neighbour graph of a structure at this model's cutoff (numpy in, index tensors out)."""
         return build_graph(list(symbols), np.asarray(positions), np.asarray(cell), pbc, self.config.cutoff,
                            self.species, self.layout.n_orbitals)
-
-    def node_features(self, positions: Tensor, cell: Tensor, graph: Graph):
-        """Shared trunk: (h [N, hidden], Y [E, sh], rbf [E, n_radial], env [E]) from geometry."""
-        c = self.config
-        r = edge_vectors(positions, cell, graph)  # [E, 3]
-        d = torch.linalg.norm(r, dim=-1)  # [E]
-        Y = o3.spherical_harmonics(self.irreps_sh, r, normalize=True, normalization="component")
-        rbf = bessel_basis(d, c.cutoff, c.n_radial)
-        env = polynomial_envelope(d, c.cutoff, c.envelope_exponent)
-        onehot = torch.nn.functional.one_hot(graph.species, len(self.species)).to(positions.dtype)
-        h = self.embed(onehot)
-        for layer in self.layers:
-            h = layer(h, graph.species, Y, rbf, env, graph.edge_i, graph.edge_j)
-        return h, Y, rbf, env
 
     def forward(self, positions: Tensor, cell: Tensor, graph: Graph) -> Blocks:
         h, Y, rbf, env = self.node_features(positions, cell, graph)
