@@ -14,7 +14,8 @@ Potentials: `emt` (ASE EMT), `reference` (a fastqmd reference engine, `engine:` 
 `ase` (any importable ASE Calculator factory "module:callable" with keyword arguments, e.g.
 "tblite.ase:TBLite" with {method: GFN2-xTB}),
 `nnh` (a trained NN-Hamiltonian model file from `fastqmd train`: NNH-MD),
-`sevenn` / `chgnet` (universal MLIPs shipped in their wheels, offline, e.g. {kind: sevenn, model: 7net-0}).
+`sevenn` / `chgnet` (universal MLIPs shipped in their wheels, offline, e.g. {kind: sevenn, model: 7net-0}),
+`mlip` (an energy MLIP trained by `fastqmd train` with model.kind bp / equivariant: {kind: mlip, model: PATH}).
 Ensembles: `nve`, `nose_hoover` (the NNH-MD study's scheme), `langevin` (BAOAB), `berendsen`. Units: K, fs, Å, amu.
 """
 
@@ -85,9 +86,19 @@ class CHGNetPotentialConfig(FrozenModel):
     device: Literal["cpu", "cuda"] = "cpu"
 
 
+class MLIPPotentialConfig(FrozenModel):
+    """An energy MLIP from `fastqmd train` (model.kind bp / equivariant → model.pt): fastqmd.mlip.potential."""
+
+    kind: Literal["mlip"] = "mlip"
+    model: Path  # model.pt or checkpoint.pt (EMA weights)
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "float64"] | None = None  # network dtype; default: as trained
+
+
 UniversalPotentialConfig = SevenNetPotentialConfig | CHGNetPotentialConfig
 PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig
-                            | SevenNetPotentialConfig | CHGNetPotentialConfig, Field(discriminator="kind")]
+                            | SevenNetPotentialConfig | CHGNetPotentialConfig | MLIPPotentialConfig,
+                            Field(discriminator="kind")]
 
 
 class NVE(FrozenModel):
@@ -154,6 +165,10 @@ def build_potential(src: EMTPotential | ReferencePotential | ASEPotential | NNHP
 
     if isinstance(src, NNHPotentialConfig):
         return _nnh_potential(src)
+    if isinstance(src, MLIPPotentialConfig):
+        from fastqmd.mlip.potential import MLIPPotential
+
+        return MLIPPotential.from_file(src.model, device=src.device, dtype=src.dtype)
     if isinstance(src, UniversalPotentialConfig):
         from fastqmd.mlip.universal import load_universal
 
@@ -180,7 +195,14 @@ def _nnh_potential(src: NNHPotentialConfig):
 
 
 def check_elements(src, symbols) -> None:
-    """Reject elements a potential has no parameters for, before it is evaluated (EMT: ASE's table)."""
+    """Reject elements a potential has no parameters for, before it is evaluated (EMT: ASE's table; a trained
+    MLIP: the elements of its training set)."""
+    if isinstance(src, MLIPPotentialConfig):
+        from ase.data import atomic_numbers
+
+        from fastqmd.mlip.kind import load_mlip, species_index
+
+        species_index(load_mlip(src.model).elements, [atomic_numbers[s] for s in symbols])
     if isinstance(src, EMTPotential):
         from ase.calculators.emt import parameters
 

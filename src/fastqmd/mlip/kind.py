@@ -198,6 +198,7 @@ class AtomsBatch:
 
 def species_index(elements: Sequence[str], numbers: np.ndarray) -> np.ndarray:
     """Index of each atomic number in `elements`; InputError naming elements the model does not cover."""
+    numbers = np.asarray(numbers, dtype=np.int64)
     z = [atomic_numbers[e] for e in elements]
     lut = np.full(max([*z, int(numbers.max(initial=0))]) + 1, -1, dtype=np.int64)
     lut[z] = np.arange(len(z))
