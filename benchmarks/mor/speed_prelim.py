@@ -7,7 +7,7 @@ geometry (s1 = 1.02, s2 = 0.98, Δθ = +2°), H1 moved by (0.02, −0.01, 0) Boh
 start from the previous orbitals and density with the MD tolerances of benchmarks/dft/md_water_hifi.yaml
 (|ΔF| < 1e−7 Ha twice, ∫|Δn| < 1e−4); MOR warm start from the previous X, |F'(0)| < tol. Also the MOR error
 against a tight Hi-Fi SCF at the stepped geometry (a preview of the accuracy map).
-  OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/mor/speed_prelim.py [--points 64] [--out FILE]
+  OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/mor/speed_prelim.py [--points 64] [--out FILE] [--basis FILE]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -29,12 +30,13 @@ def main(argv=None) -> dict:
     p.add_argument("--epsilon", type=float, default=1e-4)
     p.add_argument("--tol", type=float, default=1e-9)
     p.add_argument("--out", default=None)
+    p.add_argument("--basis", default=None, help="basis file: reused when it exists, else written")
     a = p.parse_args(argv)
 
     from fastqmd.dft.forces import hellmann_feynman_forces
     from fastqmd.dft.grid import Grid
     from fastqmd.dft.scf import Model, scf
-    from fastqmd.mor.basis import build_basis
+    from fastqmd.mor.basis import build_basis, load_basis, save_basis
     from fastqmd.mor.frame import WATER
     from fastqmd.mor.online import reduced_basis, solve
     from fastqmd.mor.sampling import STUDY_TRAINING, SamplingConfig, canonical_positions, geometries
@@ -42,14 +44,22 @@ def main(argv=None) -> dict:
     grid = Grid.cube(12.0, a.points, fd_order=a.fd_order)
     cfg = SamplingConfig(grid=STUDY_TRAINING)
     t0 = time.perf_counter()
-    snaps, U0, n0 = [], None, None
-    for g in geometries(cfg):
-        r = scf(Model(("O", "H", "H"), g.positions_bohr), grid, U0=U0, n0=n0, e_tol=1e-9, rho_tol=1e-7)
-        U0, n0 = r.orbitals, r.density
-        snaps.append(r.orbitals[:4])
-    t_snap = time.perf_counter() - t0
-    model0 = Model(("O", "H", "H"), np.zeros((3, 3)))
-    basis = build_basis(np.concatenate(snaps), grid, model0, WATER, epsilon=a.epsilon, criterion="sigma")
+    U0 = n0 = None
+    if a.basis and Path(a.basis).exists():
+        basis = load_basis(a.basis)
+        t_snap = float(basis.extras.get("snapshot_wall_s", float("nan")))
+    else:
+        snaps = []
+        for g in geometries(cfg):
+            r = scf(Model(("O", "H", "H"), g.positions_bohr), grid, U0=U0, n0=n0, e_tol=1e-9, rho_tol=1e-7)
+            U0, n0 = r.orbitals, r.density
+            snaps.append(r.orbitals[:4])
+        t_snap = time.perf_counter() - t0
+        model0 = Model(("O", "H", "H"), np.zeros((3, 3)))
+        basis = build_basis(np.concatenate(snaps), grid, model0, WATER, epsilon=a.epsilon, criterion="sigma",
+                            extras={"snapshot_wall_s": t_snap})
+        if a.basis:
+            save_basis(a.basis, basis)
     rb = reduced_basis(basis.vectors, grid)
     print(f"snapshots {t_snap:.0f} s, rank {basis.rank} (Σσ, ε = {a.epsilon:g})", flush=True)
 

@@ -12,7 +12,7 @@ Reduced free energy (the Hi-Fi terms, terms.py, on n = ρ[X] = Σ_ij X_ij φ_i �
     T = ΦTΦᵀ (once per basis), V_nl = Σ_a C_a h_a C_aᵀ with C_a = ⟨φ|β_a⟩ and V_loc = Φ diag(ΔV_loc) Φᵀ (once per
     geometry), −TS = 2kT Σ_i s(λ_i/2), s(f) = f ln f + (1 − f) ln(1 − f), λ_i the eigenvalues of X.
 Its gradient is h[X] = ∂F_E/∂X = T + V_nl + V_loc + Φ diag(V_H + v_xc) Φᵀ (plus the entropy term kT logit(X/2)).
-MVP iteration (one per pass; two density evaluations, the second by linearity):
+MVP iteration (per pass: one density, one Poisson solve, two XC evaluations, one reduced potential matrix):
     X_T = 2 f_FD(h[X]) (μ by bisection so tr X_T = N_e),   Δ = X_T − X,
     F'(0) = tr(h Δ) + tr(kT logit(X/2) Δ)  (= tr(hΔ) − T dS/dβ),   F1 = F[X_T],
     β = −F'(0) / (2(F1 − F0 − F'(0))) clipped to (0, 1] (β = 1 when the quadratic has no minimum),
@@ -102,7 +102,7 @@ class Evaluation:
     v_hartree: np.ndarray
     v_xc: np.ndarray
     energies: dict[str, float]
-    h: np.ndarray
+    h: np.ndarray | None  # [k, k], None when evaluated with_h=False
 
     @property
     def free_energy(self) -> float:
@@ -143,8 +143,9 @@ def fermi_dirac_matrix(h: np.ndarray, n_electrons: float, kT: float) -> tuple[np
 
 
 def evaluate(problem: ReducedProblem, X: np.ndarray, n: np.ndarray | None = None,
-             v_hartree: np.ndarray | None = None, timings: dict | None = None) -> Evaluation:
-    """F[X] and h[X] (module doc). n = ρ[X] and v_hartree = Poisson[n + b] may be passed when known (linearity)."""
+             v_hartree: np.ndarray | None = None, timings: dict | None = None, with_h: bool = True) -> Evaluation:
+    """F[X] and h[X] (module doc). n = ρ[X] and v_hartree = Poisson[n + b] may be passed when known (linearity);
+    with_h=False leaves h None (the line-search probe F1 needs only F; `with_hamiltonian` adds it later)."""
     tm = timings if timings is not None else {}
     b, disc, Phi = problem.basis, problem.disc, problem.basis.Phi
     g = b.grid
@@ -157,8 +158,7 @@ def evaluate(problem: ReducedProblem, X: np.ndarray, n: np.ndarray | None = None
     t2 = time.perf_counter()
     E_xc, v_xc = xc_energy_potential(n, g, problem.model.xc)
     t3 = time.perf_counter()
-    h = problem.h_fixed + potential_matrix(Phi, v_hartree + v_xc)
-    h = 0.5 * (h + h.T)
+    h = reduced_hamiltonian(problem, v_hartree, v_xc) if with_h else None
     t4 = time.perf_counter()
     e = {"kinetic": float(np.sum(X * b.T)), "nonlocal": float(np.sum(X * problem.V_nl)),
          "local_short": float(np.sum(X * problem.V_loc)),
@@ -169,6 +169,21 @@ def evaluate(problem: ReducedProblem, X: np.ndarray, n: np.ndarray | None = None
     for key, dt in (("density", t1 - t0), ("hartree", t2 - t1), ("xc", t3 - t2), ("matrices", t4 - t3)):
         tm[key] = tm.get(key, 0.0) + dt
     return Evaluation(X, n, v_hartree, v_xc, e, h)
+
+
+def reduced_hamiltonian(problem: ReducedProblem, v_hartree: np.ndarray, v_xc: np.ndarray) -> np.ndarray:
+    """h = T + V_nl + V_loc + Φ diag(V_H + v_xc) Φᵀ [k, k] (symmetrized)."""
+    h = problem.h_fixed + potential_matrix(problem.basis.Phi, v_hartree + v_xc)
+    return 0.5 * (h + h.T)
+
+
+def with_hamiltonian(problem: ReducedProblem, ev: Evaluation, timings: dict | None = None) -> Evaluation:
+    """`ev` with h[X] filled in (from its own V_H and v_xc)."""
+    t0 = time.perf_counter()
+    h = reduced_hamiltonian(problem, ev.v_hartree, ev.v_xc)
+    if timings is not None:
+        timings["matrices"] = timings.get("matrices", 0.0) + time.perf_counter() - t0
+    return Evaluation(ev.X, ev.n, ev.v_hartree, ev.v_xc, ev.energies, h)
 
 
 def initial_density_matrix(problem: ReducedProblem) -> np.ndarray:
@@ -238,11 +253,11 @@ def mvp_solve(problem: ReducedProblem, X0: np.ndarray | None = None, tol: float 
         if abs(dF0) < tol:
             converged = True
             break
-        ev1 = evaluate(problem, X_T, timings=tm)
+        ev1 = evaluate(problem, X_T, timings=tm, with_h=False)
         a = ev1.free_energy - ev.free_energy - dF0
         beta = 1.0 if a <= 0 or dF0 >= 0 else float(np.clip(-dF0 / (2 * a), 1e-6, 1.0))
         if beta == 1.0:
-            ev_next = ev1
+            ev_next = with_hamiltonian(problem, ev1, tm)
         else:
             ev_next = evaluate(problem, ev.X + beta * D, ev.n + beta * (ev1.n - ev.n),
                                ev.v_hartree + beta * (ev1.v_hartree - ev.v_hartree), timings=tm)
