@@ -327,6 +327,13 @@ def test_cli_evaluate_chgnet_on_gfn2_water(tmp_path, monkeypatch, capsys, no_net
     assert "force MAE" in out[-1]
 
 
+def test_cli_models_lists_the_installed_checkpoints(monkeypatch, capsys, no_network):
+    code, out, err = _cli(monkeypatch, capsys, "mlip", "models")
+    assert code in (0, None), err
+    listed = {line.split()[0] for line in out}
+    assert {f"sevenn:{n}" for n in SEVENN_SHIPPED} | {f"chgnet:{n}" for n in CHGNET_SHIPPED} == listed
+
+
 @pytest.mark.parametrize("spec,fragment", [("sevenm:7net-0", "unknown kind 'sevenm'"),
                                            ("sevenn:7net-9", "installed: 7net-0"),
                                            ("chgnet:nope", "installed: 0.2.0, 0.3.0, r2scan")])
