@@ -187,15 +187,20 @@ def test_elements_outside_the_model_and_slabs_are_refused(pots):
         pots["chgnet"].compute(system_from_atoms(slab))
 
 
-def test_unknown_checkpoint_lists_the_installed_ones(no_network):
+def test_unknown_checkpoint_lists_the_installed_ones(no_network, tmp_path):
     from fastqmd.mlip.universal import load_universal
+
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    for kind in ("sevenn", "chgnet"):
+        with pytest.raises(InputError, match=f"cannot load .*junk.pth as a {kind} checkpoint"):
+            load_universal(kind, str(tmp_path / "junk.pth"))
 
     with pytest.raises(InputError, match="unknown sevenn checkpoint '7net-9'") as e:
         load_universal("sevenn", "7net-9")
     assert all(n in str(e.value) for n in SEVENN_SHIPPED)
     with pytest.raises(InputError, match=r"unknown chgnet checkpoint '9.9' \(installed: 0.2.0, 0.3.0, r2scan"):
         load_universal("chgnet", "9.9")
-    with pytest.raises(InputError, match="modal"):  # a multi-fidelity model without its fidelity
+    with pytest.raises(InputError, match="modal argument missing"):  # a multi-fidelity model without its fidelity
         load_universal("sevenn", "7net-mf-0")
 
 

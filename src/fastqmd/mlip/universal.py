@@ -79,17 +79,17 @@ def available_models(kind: str) -> dict[str, str]:
     raise InputError(f"unknown universal MLIP kind '{kind}' (known: {', '.join(KINDS)})")
 
 
-def resolve_model(kind: str, model: str | None) -> tuple[str, str]:
-    """(name, checkpoint file) of a model name or checkpoint path; an unknown name is one InputError that
-    lists the installed names."""
+def resolve_model(kind: str, model: str | None) -> tuple[str, str, bool]:
+    """(name, checkpoint file, shipped with the wheel?) of a model name or checkpoint path; an unknown name is
+    one InputError that lists the installed names."""
     model = model or DEFAULT_MODEL.get(kind, "")
     names = available_models(kind)
     if Path(model).is_file():
-        return Path(model).name, str(model)
+        return Path(model).name, str(model), False
     key = next((n for n in names if n.lower() == model.lower()), None)
     if key is None:
         raise InputError(f"unknown {kind} checkpoint '{model}' (installed: {', '.join(names)}; or a checkpoint file)")
-    return key, names[key]
+    return key, names[key], True
 
 
 # ---------------------------------------------------------------- the potential
@@ -103,27 +103,27 @@ def _quiet():
         yield
 
 
-def _sevenn_calculator(path: str, device: str, modal: str | None) -> tuple[Calculator, frozenset[int], float]:
+def _sevenn_calculator(name: str, path: str, shipped: bool, device: str,
+                       modal: str | None) -> tuple[Calculator, frozenset[int], float]:
     from sevenn.calculator import SevenNetCalculator
 
     with _quiet():
         try:
             calc = SevenNetCalculator(path, device=device, modal=modal)
-        except ValueError as exc:  # modal missing / unknown, or a file that is not a SevenNet checkpoint
-            raise InputError(f"sevenn: {str(exc).splitlines()[0]}") from None
+        except ValueError as exc:
+            if "modal" not in str(exc):
+                raise
+            raise InputError(f"sevenn {name}: {str(exc).splitlines()[0]}") from None  # modal missing / unknown
     return calc, frozenset(int(z) for z in calc.type_map), float(calc.cutoff)
 
 
-def _chgnet_calculator(name: str, path: str, device: str) -> tuple[Calculator, frozenset[int], float]:
+def _chgnet_calculator(name: str, path: str, shipped: bool, device: str,
+                       modal: None = None) -> tuple[Calculator, frozenset[int], float]:
     from chgnet.model import CHGNet, CHGNetCalculator
 
     with _quiet():
-        try:
-            shipped = _chgnet_models().get(name) == path  # load() sets the version's own options
-            model = (CHGNet.load(model_name=name, use_device=device, verbose=False) if shipped
-                     else CHGNet.from_file(path).to(device))
-        except (KeyError, RuntimeError, OSError) as exc:
-            raise InputError(f"chgnet: cannot load {path}: {str(exc).splitlines()[0]}") from None
+        model = (CHGNet.load(model_name=name, use_device=device, verbose=False) if shipped  # the version's options
+                 else CHGNet.from_file(path).to(device))
         calc = CHGNetCalculator(model, use_device=device)
     n_species = model.atom_embedding.embedding.num_embeddings  # species index = Z − 1
     return calc, frozenset(range(1, n_species + 1)), float(model.graph_converter.atom_graph_cutoff)
@@ -211,11 +211,17 @@ def load_universal(kind: str, model: str | None = None, device: str = "cpu",
         raise InputError(f"{kind} device 'cuda' requested but CUDA is not available")
     if modal is not None and kind != "sevenn":
         raise InputError(f"'modal' is a SevenNet multi-fidelity option; {kind} has none")
-    name, path = resolve_model(kind, model)
-    if kind == "sevenn":
-        calc, numbers, cutoff = _sevenn_calculator(path, device, modal)
-    else:
-        calc, numbers, cutoff = _chgnet_calculator(name, path, device)
+    name, path, shipped = resolve_model(kind, model)
+    build = _sevenn_calculator if kind == "sevenn" else _chgnet_calculator
+    try:
+        calc, numbers, cutoff = build(name, path, shipped, device, modal)
+    except InputError:
+        raise
+    except Exception as exc:  # a user's file that is not a checkpoint of this kind
+        if shipped:
+            raise
+        msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        raise InputError(f"cannot load {path} as a {kind} checkpoint ({msg})") from None
     return UniversalPotential(kind, name, calc, numbers, cutoff)
 
 
