@@ -198,6 +198,8 @@ def test_unknown_checkpoint_lists_the_installed_ones(no_network, tmp_path):
     with pytest.raises(InputError, match="unknown sevenn checkpoint '7net-9'") as e:
         load_universal("sevenn", "7net-9")
     assert all(n in str(e.value) for n in SEVENN_SHIPPED)
+    with pytest.raises(InputError, match="'7net-omni' is download-only"):
+        load_universal("sevenn", "7net-omni")
     with pytest.raises(InputError, match=r"unknown chgnet checkpoint '9.9' \(installed: 0.2.0, 0.3.0, r2scan"):
         load_universal("chgnet", "9.9")
     with pytest.raises(InputError, match="modal argument missing"):  # a multi-fidelity model without its fidelity

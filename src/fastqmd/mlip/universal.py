@@ -61,6 +61,13 @@ def _sevenn_models() -> dict[str, str]:
     return out
 
 
+def _sevenn_known() -> set[str]:
+    """Every pretrained name sevenn knows, installed or download-only (lower case)."""
+    from sevenn import util
+
+    return {n.lower() for n in util.get_available_pretrained_models()}
+
+
 def _chgnet_models() -> dict[str, str]:
     """Name → file for the weights in the chgnet wheel (chgnet/pretrained/<name>/*.pth.tar, the names
     `CHGNet.load(model_name=...)` takes)."""
@@ -87,6 +94,9 @@ def resolve_model(kind: str, model: str | None) -> tuple[str, str, bool]:
     if Path(model).is_file():
         return Path(model).name, str(model), False
     key = next((n for n in names if n.lower() == model.lower()), None)
+    if key is None and kind == "sevenn" and model.lower() in _sevenn_known():
+        raise InputError(f"sevenn checkpoint '{model}' is download-only (not in the installed wheel; fastqmd does "
+                         f"not download; installed: {', '.join(names)})")
     if key is None:
         raise InputError(f"unknown {kind} checkpoint '{model}' (installed: {', '.join(names)}; or a checkpoint file)")
     return key, names[key], True
