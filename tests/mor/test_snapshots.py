@@ -149,11 +149,17 @@ def test_the_stored_set_is_consistent(reference):
 
 
 @pytest.mark.slow
-def test_chains_on_dask_equal_the_chains_in_this_process(reference, tmp_path):
+def test_chains_on_dask_equal_the_chains_in_this_process(reference, tmp_path, monkeypatch):
+    import fastqmd.mor.snapshots as snapshots
+
     _, ref = reference
     cfg = SnapshotsConfig.model_validate(config(tmp_path, "d.h5", workers=2))
+    monkeypatch.setattr(snapshots, "CLUSTER_START_S", 1e9)  # a cluster that never pays: all in this process
+    assert generate_snapshots(cfg.model_copy(update={"output": tmp_path / "p.h5"}),
+                              progress=False)["ran_on"] == "this process"
+    monkeypatch.setattr(snapshots, "CLUSTER_START_S", 0.0)  # now it pays: the probe here, both chains on Dask
     report = generate_snapshots(cfg, progress=False)
-    assert report["ran_on"] == "LocalCluster(2)"
+    assert report["ran_on"] == "this process + LocalCluster(2)"
     got = read_all(cfg.output)
     for k in ref:  # other processes, same BLAS: equal to rounding
         for n in ARRAYS:

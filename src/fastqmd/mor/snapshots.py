@@ -22,7 +22,9 @@ Flow (as `fastqmd.data.generate`, whose lock and atomic-file helpers it reuses):
      orbitals and density of its chain; each finished geometry is journalled atomically as
      `<output>.parts/<index>.h5` (with orbitals and density, so that a resumed chain warm-starts from exactly the
      same arrays; without store_orbitals they are stripped from a part once its chain successor is journalled).
-     Chains run in this process (workers ≤ 1) or one per Dask worker on a LocalCluster; when all are done the
+     The first pending geometry is solved here as a probe of the cost t of a solve; the rest run in this process,
+     or — when there are several pending chains and `pays_to_start_cluster(n_left, t, workers, CLUSTER_START_S)` of
+     `generate` says so (never for workers ≤ 1) — one chain per Dask worker on a LocalCluster; when all are done the
      journal is merged into `output` atomically. Rerunning after a kill -9 resumes: nothing lost, nothing solved
      twice, and the arrays equal those of an uninterrupted run (the SCF is deterministic from its warm start).
 """
@@ -40,10 +42,12 @@ import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
 from fastqmd.config import FrozenModel, check_output_file
+from fastqmd.data import generate as _generate
 from fastqmd.errors import InputError
 from fastqmd.mor.basis import GridSpec, ModelSpec
 from fastqmd.mor.sampling import Geometry, SamplingConfig, geometries, split_chains, warm_start_order
 
+CLUSTER_START_S = _generate.CLUSTER_START_S  # start-up + shutdown of a LocalCluster (s), measured for generate
 FORMAT = "fastqmd-mor-snapshots"
 VERSION = 1
 GEOMETRIES = "geometries"
@@ -211,19 +215,22 @@ def _strip(parts: Path, index: int) -> None:
     write_part(parts, rec, chain, warm_from, big=False)
 
 
-def run_chain(cfg_json: str, chain_id: int, chain: list[int], progress=None) -> list[int]:
-    """Solve the chain's pending geometries in order, each from its predecessor's orbitals and density (read back
-    from the journal when the predecessor was solved by an earlier, interrupted run). Returns the indices solved.
-    Runs in this process or as one Dask task; it writes only its own geometries' journal files."""
+def run_chain(cfg_json: str, chain_id: int, chain: list[int], progress=None, limit: int | None = None) -> list[int]:
+    """Solve the chain's pending geometries in order (at most `limit` of them), each from its predecessor's
+    orbitals and density (read back from the journal when the predecessor was solved by an earlier, interrupted
+    run). Returns the indices solved. Runs in this process or as one Dask task; it writes only its own
+    geometries' journal files."""
     cfg = SnapshotsConfig.model_validate_json(cfg_json)
     parts = parts_dir(cfg.output)
     by_index = {g.index: g for g in geometries(cfg.sampling)}
     done = journalled(parts)
     solved, warm, prev = [], None, -1
-    for pos, i in enumerate(chain):
+    for i in chain:
         if i in done:
             prev = i
             continue
+        if limit is not None and len(solved) >= limit:
+            break
         if prev >= 0 and warm is None:
             p = read_part(parts, prev)
             if not all(n in p for n in BIG):
@@ -309,7 +316,7 @@ def generate_snapshots(cfg: SnapshotsConfig, overwrite: bool = False, progress: 
     Everything that can be refused (config, geometries, grid, output path, a foreign journal, the lock) is
     refused before any solve. An existing complete output is refused without `overwrite` (then replaced only
     when the new run is complete)."""
-    from fastqmd.data.generate import _remove_stale_temps, output_lock
+    from fastqmd.data.generate import _remove_stale_temps, output_lock, pays_to_start_cluster
 
     t0 = time.perf_counter()
     out = check_output_file(cfg.output, overwrite=overwrite)
@@ -322,12 +329,19 @@ def generate_snapshots(cfg: SnapshotsConfig, overwrite: bool = False, progress: 
         todo = [c for c in chains if not set(c) <= before]
         cfg_json = cfg.model_dump_json()
         report = _Progress(progress, len(geoms), len(before & {g.index for g in geoms}))
-        if len(todo) > 1 and cfg.workers > 1:
-            ran_on = _run_on_dask(cfg, cfg_json, chains, todo, report)
-        else:
-            for ch in todo:
-                run_chain(cfg_json, chains.index(ch), ch, report.geometry)
-            ran_on = "this process" if todo else "nothing to do"
+        ran_on = "nothing to do"
+        if todo:
+            ran_on = "this process"
+            t0_probe = time.perf_counter()  # the probe: one geometry here measures the cost of a solve
+            run_chain(cfg_json, chains.index(todo[0]), todo[0], report.geometry, limit=1)
+            t_solve = time.perf_counter() - t0_probe
+            n_left = len(geoms) - len(journalled(parts))
+            n_chains = sum(not set(c) <= journalled(parts) for c in todo)
+            if n_chains > 1 and pays_to_start_cluster(n_left, t_solve, min(cfg.workers, n_chains), CLUSTER_START_S):
+                ran_on += " + " + _run_on_dask(cfg, cfg_json, chains, todo, report)
+            else:
+                for ch in todo:
+                    run_chain(cfg_json, chains.index(ch), ch, report.geometry)
         missing = {g.index for g in geoms} - journalled(parts)
         if missing:  # a chain task that died without raising
             raise InputError(f"{len(missing)} geometries were not solved (e.g. {min(missing)}); rerun to resume")
