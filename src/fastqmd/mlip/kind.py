@@ -497,6 +497,24 @@ class MLIPKind:
                            "state": state or model.state_dict()}, path)
 
 
+def evaluate_mlip(model_path: str | Path, dataset: str | Path, keys: list[str] | None = None,
+                  device: str = "cpu") -> dict:
+    """E/F errors of a trained MLIP on a dataset (all ok samples, or `keys`): `validate`'s metrics with
+    w = (1, 1, 0), plus n_samples, model and dataset."""
+    from fastqmd.data.store import read_header
+
+    model = load_mlip(model_path, device)
+    if not Path(dataset).is_file():
+        raise InputError(f"dataset not found: {dataset}")
+    read_header(dataset)
+    samples = MLIPSamples(dataset, keys)
+    if not len(samples):
+        raise InputError(f"{dataset}: no successful samples")
+    m = validate(MLIPLoss(model, device), samples, {"E": 1.0, "F": 1.0, "S": 0.0})
+    return {"model": str(model_path), "architecture": model.architecture, "dataset": str(dataset),
+            "n_samples": len(samples), **m}
+
+
 def train(cfg: MLIPTrainConfig, overwrite: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) the MLIP run of `cfg` (`fastqmd.training.loop.fit`)."""
     from fastqmd.training.loop import fit
@@ -505,5 +523,6 @@ def train(cfg: MLIPTrainConfig, overwrite: bool = False, stop_after: int | None 
 
 
 __all__ = ["ArchitectureSpec", "AtomsBatch", "MLIPKind", "MLIPLossWeights", "MLIPModel", "MLIPTrainConfig",
-           "Structure", "TrainingStatistics", "collate", "energy_forces_stress", "get_architecture", "load_mlip",
+           "Structure", "TrainingStatistics", "collate", "energy_forces_stress", "evaluate_mlip", "get_architecture",
+           "load_mlip",
            "register_architecture", "train", "train_config_type"]

@@ -20,10 +20,10 @@ def train_cmd(
     """Train a model of kind `model.kind` (NN-Hamiltonian energy model on H, forces, energies (and S) by default;
     bp / equivariant energy MLIPs); kill and rerun to resume.
     Data parallel: torchrun --nproc_per_node P -m fastqmd.cli train CONFIG.yaml"""
-    from fastqmd.training.loop import fit
     from fastqmd.training.registry import load_train_config
 
     kind, cfg = load_train_config(config)
+    from fastqmd.training.loop import fit  # torch: after the config is known to be valid
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
     s = fit(kind, cfg, overwrite=overwrite)
@@ -64,6 +64,11 @@ def evaluate_cmd(
         if not torch.cuda.is_available():
             raise InputError("--device cuda requested but CUDA is not available")
     out = check_output_dir(output or model.with_name(model.stem + "_eval"))
+    from fastqmd.mlip.kind import is_mlip_file
+
+    if is_mlip_file(model):  # an energy MLIP (model.kind bp / equivariant): E and F errors only
+        _evaluate_mlip(model, dataset, out, device, bands, subset)
+        return
     if bands is not None:
         from fastqmd.nnh.bands import parse_crystal
 
@@ -76,6 +81,23 @@ def evaluate_cmd(
                + (f", force MAE {f['mae']:.3g} eV/Å" if f else "")
                + (f", band MAE {1e3 * m['bands']['mae_eV']:.3g} meV" if "bands" in m else "")
                + f" -> {', '.join(str(p) for p in files)}")
+
+
+def _evaluate_mlip(model: Path, dataset: Path, out: Path, device: str, bands, subset) -> None:
+    import json
+
+    from fastqmd.errors import InputError
+    from fastqmd.mlip.kind import evaluate_mlip
+
+    if bands is not None:
+        raise InputError("--bands needs an NNH model (an energy MLIP has no Hamiltonian)")
+    keys = subset_keys(model, subset) if subset is not None else None
+    m = evaluate_mlip(model, dataset, keys, device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(m, indent=1))
+    typer.echo(f"evaluate: {m['n_samples']} samples, E MAE {m['E_mae_meV_atom']:.3g} meV/atom"
+               + (f", force MAE {m['F_mae_meV_A']:.3g} meV/Å" if "F_mae_meV_A" in m else "")
+               + f" -> {out / 'evaluation.json'}")
 
 
 def subset_keys(model: Path, subset: str) -> list[str]:
