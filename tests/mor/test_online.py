@@ -10,8 +10,8 @@ from fastqmd.dft import operator as op
 from fastqmd.dft.forces import hellmann_feynman_forces
 from fastqmd.dft.grid import Grid
 from fastqmd.dft.scf import Model, free_energy_terms, scf
-from fastqmd.mor.online import (entropy_gradient, evaluate, fermi_dirac_matrix, initial_density_matrix, mvp_solve,
-                                reduced_basis, reduced_problem, solve)
+from fastqmd.mor.online import (entropy_gradient, evaluate, fermi_dirac_matrix, initial_density_matrix,
+                                low_rank_density, mvp_solve, reduced_basis, reduced_problem, solve)
 from fastqmd.testing import check_gradient, directional_difference
 
 GRID = Grid.cube(12.0, 32, fd_order=4)
@@ -64,6 +64,7 @@ def test_density_and_forces_of_a_density_matrix(hifi, basis):
     X = (C * res.occupations) @ C.T
     n = op.basis_density(basis.Phi, X, GRID)
     np.testing.assert_allclose(n, res.density, atol=1e-12)
+    np.testing.assert_allclose(low_rank_density(basis.Phi, X, GRID), n, atol=1e-12)  # occupied natural orbitals
     F = op.density_matrix_forces(res.disc, basis.Phi, X, n, res.v_hartree)
     np.testing.assert_allclose(F, F_hf, atol=1e-10)
 

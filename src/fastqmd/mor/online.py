@@ -8,10 +8,10 @@ Out: `OnlineResult` — the density matrix X [k, k] (eigenvalues 0..2, tr X = N_
      forces [n_atoms, 3] (Ha/Bohr) and the per-iteration log. Atomic units throughout.
 
 Reduced free energy (the Hi-Fi terms, terms.py, on n = ρ[X] = Σ_ij X_ij φ_i φ_j):
-    F[X] = tr X(T + V_nl + V_loc) + ½∫(n + b) V_H[n + b] + E_xc[n] + E_ion − TS[X],
-    T = ΦTΦᵀ (once per basis), V_nl = Σ_a C_a h_a C_aᵀ with C_a = ⟨φ|β_a⟩ and V_loc = Φ diag(ΔV_loc) Φᵀ (once per
-    geometry), −TS = 2kT Σ_i s(λ_i/2), s(f) = f ln f + (1 − f) ln(1 − f), λ_i the eigenvalues of X.
-Its gradient is h[X] = ∂F_E/∂X = T + V_nl + V_loc + Φ diag(V_H + v_xc) Φᵀ (plus the entropy term kT logit(X/2)).
+    F[X] = tr X(T + V_nl) + ∫ n ΔV_loc + ½∫(n + b) V_H[n + b] + E_xc[n] + E_ion − TS[X],
+    T = ΦTΦᵀ (once per basis), V_nl = Σ_a C_a h_a C_aᵀ with C_a = ⟨φ|β_a⟩ (once per geometry), −TS = 2kT Σ_i s(λ_i/2), s(f) = f ln f + (1 − f) ln(1 − f), λ_i the eigenvalues of X.
+Its gradient is h[X] = ∂F_E/∂X = T + V_nl + Φ diag(ΔV_loc + V_H + v_xc) Φᵀ (plus the entropy term kT logit(X/2));
+the local potentials enter through one k² n_grid product per h.
 MVP iteration (per pass: one density, one Poisson solve, two XC evaluations, one reduced potential matrix):
     X_T = 2 f_FD(h[X]) (μ by bisection so tr X_T = N_e),   Δ = X_T − X,
     F'(0) = tr(h Δ) + tr(kT logit(X/2) Δ)  (= tr(hΔ) − T dS/dβ),   F1 = F[X_T],
@@ -69,17 +69,16 @@ def reduced_basis(Phi: np.ndarray, grid: Grid) -> ReducedBasis:
 
 @dataclass(frozen=True, eq=False)
 class ReducedProblem:
-    """The geometry-dependent reduced operators: discretization, V_nl and V_loc [k, k]."""
+    """The geometry-dependent reduced operators: the discretization (ΔV_loc, b, projectors, E_ion) and V_nl [k, k]."""
 
     basis: ReducedBasis
     disc: Discretization
     V_nl: np.ndarray
-    V_loc: np.ndarray
 
     @property
     def h_fixed(self) -> np.ndarray:
-        """T + V_nl + V_loc: the part of h that does not depend on the density."""
-        return self.basis.T + self.V_nl + self.V_loc
+        """T + V_nl: the part of h that is not a local potential."""
+        return self.basis.T + self.V_nl
 
     @property
     def model(self) -> Model:
@@ -87,10 +86,9 @@ class ReducedProblem:
 
 
 def reduced_problem(basis: ReducedBasis, model: Model) -> ReducedProblem:
-    """Discretize the atoms (scf.discretize) and project the nonlocal and short-range local pseudopotentials."""
+    """Discretize the atoms (scf.discretize) and project the nonlocal pseudopotential."""
     disc = discretize(model, basis.grid)
-    V_nl = nonlocal_matrix(projector_overlaps(disc, basis.Phi), basis.k)
-    return ReducedProblem(basis, disc, V_nl, potential_matrix(basis.Phi, disc.v_short))
+    return ReducedProblem(basis, disc, nonlocal_matrix(projector_overlaps(disc, basis.Phi), basis.k))
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,7 +159,7 @@ def evaluate(problem: ReducedProblem, X: np.ndarray, n: np.ndarray | None = None
     h = reduced_hamiltonian(problem, v_hartree, v_xc) if with_h else None
     t4 = time.perf_counter()
     e = {"kinetic": float(np.sum(X * b.T)), "nonlocal": float(np.sum(X * problem.V_nl)),
-         "local_short": float(np.sum(X * problem.V_loc)),
+         "local_short": float(np.sum(n * disc.v_short)) * g.dV,
          "hartree_total": 0.5 * float(np.sum((n + disc.b) * v_hartree)) * g.dV, "xc": E_xc, "ion_short": disc.E_ion}
     e["minus_TS"] = minus_TS(X, problem.model.kT)
     e["free_energy"] = sum(e.values())
@@ -172,8 +170,8 @@ def evaluate(problem: ReducedProblem, X: np.ndarray, n: np.ndarray | None = None
 
 
 def reduced_hamiltonian(problem: ReducedProblem, v_hartree: np.ndarray, v_xc: np.ndarray) -> np.ndarray:
-    """h = T + V_nl + V_loc + Φ diag(V_H + v_xc) Φᵀ [k, k] (symmetrized)."""
-    h = problem.h_fixed + potential_matrix(problem.basis.Phi, v_hartree + v_xc)
+    """h = T + V_nl + Φ diag(ΔV_loc + V_H + v_xc) Φᵀ [k, k] (symmetrized)."""
+    h = problem.h_fixed + potential_matrix(problem.basis.Phi, problem.disc.v_short + v_hartree + v_xc)
     return 0.5 * (h + h.T)
 
 
@@ -191,8 +189,8 @@ def initial_density_matrix(problem: ReducedProblem) -> np.ndarray:
     disc, g = problem.disc, problem.basis.grid
     N_e = problem.model.n_electrons
     n0 = -disc.b * (N_e / -g.integrate(disc.b))
-    V = hartree_potential(n0 + disc.b, g) + xc_energy_potential(n0, g, problem.model.xc)[1]
-    return fermi_dirac_matrix(problem.h_fixed + potential_matrix(problem.basis.Phi, V), N_e, problem.model.kT)[0]
+    h = reduced_hamiltonian(problem, hartree_potential(n0 + disc.b, g), xc_energy_potential(n0, g, problem.model.xc)[1])
+    return fermi_dirac_matrix(h, N_e, problem.model.kT)[0]
 
 
 @dataclass(frozen=True)
@@ -247,7 +245,7 @@ def mvp_solve(problem: ReducedProblem, X0: np.ndarray | None = None, tol: float 
     log: list[IterationLog] = []
     converged, dF0 = False, np.inf
     for _ in range(max_iter):
-        X_T, eps, mu = fermi_dirac_matrix(ev.h, N_e, kT)
+        X_T = fermi_dirac_matrix(ev.h, N_e, kT)[0]
         D = X_T - ev.X
         dF0 = float(np.sum((ev.h + entropy_gradient(ev.X, kT)) * D))
         if abs(dF0) < tol:
