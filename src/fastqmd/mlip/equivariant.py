@@ -13,8 +13,8 @@ Out: E_s − Σ_{i∈s} e_{Z_i} [S] eV (the per-element offsets e_Z, forces −�
             (SevenNet's reduce_input_to_hidden / reduce_hidden_to_energy, NequIP's conv_to_output_hidden);
     E_i   = σ ê_i,  σ = the training set's RMS force component (its value in eV/Å read as eV; NequIP's default), so
             that a unit-scale network output is a typical energy change.
-Message normalisation 1/⟨n⟩ with ⟨n⟩ = `spec.avg_num_neighbors`, by default the training set's mean neighbour count
-within the cutoff. E is invariant and F, σ covariant under rotations, reflections, translations and permutations
+Message normalisation 1/⟨n⟩ with ⟨n⟩ = `spec.avg_num_neighbors`, by default the training set's mean neighbour
+count within the cutoff. E is invariant and F, σ covariant under rotations, reflections, translations and permutations
 (float64 ~1e-12), and E_i depends only on atoms within n_layers × cutoff of i (`receptive_field`): the
 receptive field that lets message passing see beyond one cutoff.
 """

@@ -91,7 +91,8 @@ class MessagePassing(torch.nn.Module):
         """(Y [E, sh], rbf [E, n_radial], env [E]) of edge vectors r [E, 3] Å."""
         d = torch.linalg.norm(r, dim=-1)  # [E]
         Y = o3.spherical_harmonics(self.irreps_sh, r, normalize=True, normalization="component")
-        return Y, bessel_basis(d, self.cutoff, self.n_radial), polynomial_envelope(d, self.cutoff, self.envelope_exponent)
+        rbf = bessel_basis(d, self.cutoff, self.n_radial)  # [E, n_radial]
+        return Y, rbf, polynomial_envelope(d, self.cutoff, self.envelope_exponent)
 
     def trunk(self, r: Tensor, species: Tensor, i: Tensor, j: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(h [N, hidden], Y, rbf, env) from edge vectors r [E, 3] (i → j), species [N] and edge indices [E]."""
