@@ -151,11 +151,12 @@ class MLIPSamples:
 
 
 _NEIGHBOURS: dict = {}
+_CACHE_EDGES = 4_000_000  # ~160 MB of cached (i, j, R); the cache is emptied when it would grow past this
 
 
 def neighbour_list(s: Structure, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full list (i, j, R) with |R_j − R_i + R·cell| < cutoff (vesin, `fastqmd.nnh.graph.neighbor_pairs`);
-    cached for dataset structures (keyed on key, cutoff and the positions' bytes)."""
+    cached for dataset structures (keyed on key, cutoff and the positions' and cell's bytes)."""
     from fastqmd.nnh.graph import neighbor_pairs
 
     key = (s.key, float(cutoff), s.positions.tobytes(), s.cell.tobytes()) if s.key else None
@@ -163,9 +164,11 @@ def neighbour_list(s: Structure, cutoff: float) -> tuple[np.ndarray, np.ndarray,
         return _NEIGHBOURS[key]
     out = neighbor_pairs(s.positions, s.cell, s.pbc, cutoff)
     if key is not None:
-        if len(_NEIGHBOURS) > 100_000:
+        n = _NEIGHBOURS.pop("n_edges", 0) + len(out[0])
+        if n > _CACHE_EDGES:
             _NEIGHBOURS.clear()
-        _NEIGHBOURS[key] = out
+            n = len(out[0])
+        _NEIGHBOURS[key], _NEIGHBOURS["n_edges"] = out, n
     return out
 
 
