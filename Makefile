@@ -29,6 +29,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
+	# outputs go to demo_out/ (file outputs need an existing folder: a missing one is refused as bad input)
+	mkdir -p demo_out
 	# 1. reference data: 8 thermal water structures labelled with PySCF PBE/def2-SVP on 2 Dask workers
 	$(BIN)/fastqmd generate examples/water_demo.yaml
 	$(BIN)/fastqmd dataset info demo_out/water_demo.h5
