@@ -235,7 +235,8 @@ def collate(structures: Sequence[Structure], elements: Sequence[str], cutoff: fl
 
 
 class MLIPModel(torch.nn.Module):
-    """E_s = net(batch)_s + Σ_{i ∈ s} e_{Z_i}: an architecture's energy plus the fitted per-element offsets."""
+    """E_s = net(batch)_s + Σ_{i ∈ s} e_{Z_i}: an architecture's energy plus the fitted per-element offsets.
+    The offsets and E are float64 whatever the network's dtype (|E| ~ 100 eV would lose meV in float32)."""
 
     def __init__(self, architecture: str, spec: ArchitectureSpec, elements: Sequence[str],
                  stats: TrainingStatistics, net: torch.nn.Module, dtype=torch.float64):
@@ -244,10 +245,16 @@ class MLIPModel(torch.nn.Module):
         self.statistics = dataclasses.replace(stats, samples=None)
         self.cutoff, self.dtype = float(spec.cutoff), dtype
         self.net = net
-        self.register_buffer("offsets", torch.tensor(stats.energy_offsets, dtype=dtype))  # [n_elements] eV
+        self._offsets = torch.tensor(stats.energy_offsets, dtype=torch.float64)  # [n_elements] eV (not trained)
+
+    def offsets(self, device) -> Tensor:
+        if self._offsets.device != torch.device(device):
+            self._offsets = self._offsets.to(device)
+        return self._offsets
 
     def forward(self, batch: AtomsBatch) -> Tensor:
-        return self.net(batch) + batch.sum_per_structure(self.offsets[batch.species])  # [S] eV
+        e0 = self.offsets(batch.positions.device)[batch.species]  # [N] float64
+        return self.net(batch).to(torch.float64) + batch.sum_per_structure(e0)  # [S] eV
 
     def config_json(self) -> str:
         """Everything `load_mlip` needs besides the weights."""
