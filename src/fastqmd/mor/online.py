@@ -211,6 +211,7 @@ class OnlineResult:
     X: np.ndarray
     energies: dict[str, float]
     eigenvalues: np.ndarray  # of the final h (Ha)
+    h: np.ndarray  # [k, k] the final reduced Hamiltonian (Ha)
     mu: float
     density: np.ndarray
     v_hartree: np.ndarray
@@ -269,7 +270,7 @@ def mvp_solve(problem: ReducedProblem, X0: np.ndarray | None = None, tol: float 
     F = density_matrix_forces(problem.disc, problem.basis.Phi, ev.X, ev.n, ev.v_hartree, OCC_FLOOR) if forces else None
     tm["forces"] = time.perf_counter() - t0
     tm["total"] = time.perf_counter() - t_start
-    result = OnlineResult(ev.X, ev.energies, eps, mu, ev.n, ev.v_hartree, F, converged, len(log), dF0, tuple(log), tm)
+    result = OnlineResult(ev.X, ev.energies, eps, ev.h, mu, ev.n, ev.v_hartree, F, converged, len(log), dF0, tuple(log), tm)
     if not converged and raise_unconverged:
         raise OnlineNotConverged(f"MOR online solver not converged in {max_iter} iterations "
                                  f"(|F'(0)| = {abs(dF0):.1e} Ha, tolerance {tol:g})", result)
