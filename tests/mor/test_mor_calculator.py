@@ -146,3 +146,14 @@ def test_distance_to_the_training_domain_warns(basis):
     far.calc = calc
     with pytest.warns(DomainWarning, match="extrapolating"):
         far.get_potential_energy()
+
+
+def test_md_potential_kind_mor(basis_file, hifi):
+    """`potential: {kind: mor, basis: FILE}` in an MD config builds the MOR potential (same energy as the calculator)."""
+    from fastqmd.md.config import MORPotentialConfig, build_potential
+
+    model, res = hifi
+    pot = build_potential(MORPotentialConfig(basis=basis_file, tol_Ha=1e-12))
+    atoms, _ = lab_atoms(model.positions, seed=2)
+    E = float(pot.compute(system_from_atoms(atoms)).energy)
+    assert E == pytest.approx(res.free_energy * HARTREE_EV, abs=1e-8 * HARTREE_EV)

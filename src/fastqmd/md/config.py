@@ -15,7 +15,8 @@ Potentials: `emt` (ASE EMT), `reference` (a fastqmd reference engine, `engine:` 
 "tblite.ase:TBLite" with {method: GFN2-xTB}),
 `nnh` (a trained NN-Hamiltonian model file from `fastqmd train`: NNH-MD),
 `sevenn` / `chgnet` (universal MLIPs shipped in their wheels, offline, e.g. {kind: sevenn, model: 7net-0}),
-`mlip` (an energy MLIP trained by `fastqmd train` with model.kind bp / equivariant: {kind: mlip, model: PATH}).
+`mlip` (an energy MLIP trained by `fastqmd train` with model.kind bp / equivariant: {kind: mlip, model: PATH}),
+`mor` (a reduced-order model of the real-space solver: {kind: mor, basis: FILE}, fastqmd.mor.calculator).
 Ensembles: `nve`, `nose_hoover` (the NNH-MD study's scheme), `langevin` (BAOAB), `berendsen`. Units: K, fs, Å, amu.
 """
 
@@ -95,10 +96,20 @@ class MLIPPotentialConfig(FrozenModel):
     dtype: Literal["float32", "float64"] | None = None  # network dtype; default: as trained
 
 
+class MORPotentialConfig(FrozenModel):
+    """A reduced-order model of the real-space solver (`fastqmd mor basis` → basis file): fastqmd.mor.calculator."""
+
+    kind: Literal["mor"] = "mor"
+    basis: Path
+    tol_Ha: PositiveFloat = 1e-9  # |F'(0)| of the online MVP iteration
+    max_iter: PositiveInt = 60
+    forces: Literal["rotated", "gradient"] = "rotated"  # Rᵀ F̃ (the study) or the exact lab-frame gradient
+
+
 UniversalPotentialConfig = SevenNetPotentialConfig | CHGNetPotentialConfig
 PotentialSource = Annotated[EMTPotential | ReferencePotential | ASEPotential | NNHPotentialConfig
-                            | SevenNetPotentialConfig | CHGNetPotentialConfig | MLIPPotentialConfig,
-                            Field(discriminator="kind")]
+                            | SevenNetPotentialConfig | CHGNetPotentialConfig | MLIPPotentialConfig
+                            | MORPotentialConfig, Field(discriminator="kind")]
 
 
 class NVE(FrozenModel):
@@ -165,6 +176,10 @@ def build_potential(src: EMTPotential | ReferencePotential | ASEPotential | NNHP
 
     if isinstance(src, NNHPotentialConfig):
         return _nnh_potential(src)
+    if isinstance(src, MORPotentialConfig):
+        from fastqmd.mor.calculator import MORPotential
+
+        return MORPotential(basis=src.basis, tol=src.tol_Ha, max_iter=src.max_iter, forces=src.forces)
     if isinstance(src, MLIPPotentialConfig):
         from fastqmd.mlip.potential import MLIPPotential
 
