@@ -14,7 +14,7 @@ and torque of F̃, which the frame, moving with the atoms, turns into internal f
 and torque and conserves energy in NVE; "rotated" does not exactly (the difference vanishes with the grid spacing).
 On the 32³ test grid (h = 0.375) the two differ by 1e−3 Ha/Bohr on H and by the whole O egg-box force on O (the
 pinned atom's canonical position is fixed, so "gradient" gives it −Σ of the others).
-MD: `potential: {kind: ase, factory: "fastqmd.mor.calculator:MORCalculator", kwargs: {basis: FILE}}`.
+MD: `potential: {kind: mor, basis: FILE}` (fastqmd.md.config.MORPotentialConfig → `MORPotential`).
 Refused (InputError, one line): a missing/corrupt basis file, a molecule other than the basis', and — when the
 caller states them — a grid, FD order, box, boundary or XC other than the basis'. A geometry far from the training
 geometries is computed with a warning (`DomainWarning`), never refused.
