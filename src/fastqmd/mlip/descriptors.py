@@ -95,18 +95,22 @@ def radial_features(r: Tensor, params: Tensor, cutoff: float) -> Tensor:
 
 def angular_features(r1: Tensor, r2: Tensor, params: Tensor, cutoff: float, g5: bool) -> Tensor:
     """G4 (g5 False) or G5 terms [T, P] of the neighbour pairs with vectors r1 = r_ij, r2 = r_ik [T, 3];
-    params [P, 3] = (η, ζ, λ)."""
+    params [P, 3] = (η, ζ, λ). The exponentials are taken once per distinct η and the powers once per distinct
+    (ζ, λ) (a grid of n_η × n_ζλ parameters costs n_η + n_ζλ transcendental columns, not their product)."""
     d1, d2 = torch.linalg.norm(r1, dim=-1), torch.linalg.norm(r2, dim=-1)
     cos = (r1 * r2).sum(-1) / (d1 * d2)
-    eta, zeta, lam = params[:, 0], params[:, 1], params[:, 2]
     rsq = d1**2 + d2**2
     fc = cosine_cutoff(d1, cutoff) * cosine_cutoff(d2, cutoff)
     if not g5:
         d3 = torch.linalg.norm(r2 - r1, dim=-1)
         rsq = rsq + d3**2
         fc = fc * cosine_cutoff(d3, cutoff)
-    return (2.0 ** (1 - zeta) * (1 + lam * cos[:, None]) ** zeta * torch.exp(-eta * rsq[:, None])
-            * fc[:, None])
+    eta, eta_of = torch.unique(params[:, 0], return_inverse=True)
+    zl, zl_of = torch.unique(params[:, 1:], dim=0, return_inverse=True)
+    zeta, lam = zl[:, 0], zl[:, 1]
+    radial = torch.exp(-eta * rsq[:, None]) * fc[:, None]  # [T, n_η]
+    angle = 2.0 ** (1 - zeta) * (1 + lam * cos[:, None]) ** zeta  # [T, n_ζλ]
+    return radial[:, eta_of] * angle[:, zl_of]  # [T, P]
 
 
 def symmetry_functions(sf: SymmetryFunctions, rij: Tensor, edge_i: Tensor, edge_j: Tensor,

@@ -94,7 +94,7 @@ class TrainingStatistics:
 
     energy_offsets: tuple[float, ...]  # e_Z eV, in the model's species order
     energy_std_per_atom: float  # std over structures of (E − Σ e_Z)/N, eV/atom
-    force_rms: float  # RMS force component, eV/Å (1.0 without forces)
+    force_rms: float  # RMS force component, eV/Å (1.0 without forces or when all are zero)
     avg_num_neighbors: float  # mean neighbours within spec.cutoff
     samples: Sequence | None = None  # the training `Structure`s; None when a saved model is rebuilt
 
@@ -345,9 +345,9 @@ def training_statistics(train: Sequence[Structure], elements: Sequence[str], cut
     e = fit_energy_offsets(train, elements)
     res = [(s.energy - e[species_index(elements, s.numbers)].sum()) / len(s.numbers) for s in train]
     f = [s.forces.ravel() for s in train if s.forces is not None]
+    f_rms = float(np.sqrt(np.mean(np.concatenate(f) ** 2))) if f else 0.0
     nn = [len(neighbour_list(s, cutoff)[0]) / len(s.numbers) for s in train]
-    return TrainingStatistics(tuple(float(x) for x in e), float(np.std(res)),
-                              float(np.sqrt(np.mean(np.concatenate(f) ** 2))) if f else 1.0,
+    return TrainingStatistics(tuple(float(x) for x in e), float(np.std(res)), f_rms if f_rms > 0 else 1.0,
                               max(1.0, float(np.mean(nn))), train)
 
 
