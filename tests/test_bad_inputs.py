@@ -372,6 +372,19 @@ CASES = [
         "CUDA is not available")]),
     Case("evaluate-subset-without-split", lambda t, s: ["evaluate", str(s.model(O_H)), str(s.dataset()), "--subset",
                                                         "test", "-o", str(t / "ev")], "split.json"),
+    Case("evaluate-file-without-labels", lambda t, s: ["evaluate", str(s.model(O_H)), xyz(t, Atoms(
+        "OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])), "-o", str(t / "ev")],
+         "has an energy or forces"),
+    Case("evaluate-file-element-model-lacks", lambda t, s: ["evaluate", str(s.model(O_H)), xyz(t, Atoms(
+        "OHCu", positions=[[0, 0, 0], [0.96, 0, 0], [-2.0, 0.5, 0]], info={"energy": -1.0})), "-o", str(t / "ev")],
+         "s.extxyz: the NNH model has no element Cu"),
+    Case("evaluate-unreadable-file", lambda t, s: ["evaluate", str(s.model(O_H)), str(
+        (t / "x.extxyz").write_text("3\nnot an extxyz line\nO 0 0\n") and t / "x.extxyz"), "-o", str(t / "ev")],
+         "cannot read"),
+    Case("evaluate-unknown-universal-checkpoint", lambda t, s: ["evaluate", "sevenn:7net-nope", str(s.dataset()),
+                                                                "-o", str(t / "ev")], "unknown sevenn checkpoint"),
+    Case("evaluate-unknown-universal-kind", lambda t, s: ["evaluate", "mace:medium", str(s.dataset()), "-o",
+                                                          str(t / "ev")], "unknown kind 'mace'"),
 ]
 
 

@@ -41,17 +41,23 @@ def train_cmd(
 
 
 def evaluate_cmd(
-    model: Path = typer.Argument(..., help="model.pt or checkpoint.pt from `fastqmd train`"),
-    dataset: Path = typer.Argument(..., help="dataset (.h5)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="output folder (default: MODEL_eval/)"),
+    model: Path = typer.Argument(..., help="model.pt or checkpoint.pt from `fastqmd train` (NNH, bp, "
+                                 "equivariant), or a universal MLIP KIND[:MODEL]: sevenn:7net-0, chgnet, ..."),
+    dataset: Path = typer.Argument(..., help="dataset (.h5), or any ASE-readable labelled file (extxyz, traj, ...: "
+                                   "energy and/or forces; info['orbital_energies'] eV at Γ when present)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="output folder (default: MODEL_eval/; "
+                                          "DATA_KIND-MODEL_eval/ for a universal MLIP)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     bands: Optional[str] = typer.Option(None, "--bands", help="band structure of a perfect crystal along its "
                                         "high-symmetry path vs the dataset's engine unfolded from the N×N×N "
                                         "supercell: CRYSTAL-ELEMENT[@a]:N, e.g. fcc-Cu:4"),
     subset: Optional[str] = typer.Option(None, "--subset", help="train, val or test: only the samples of that "
                                          "split (from split.json next to MODEL, written by `fastqmd train`)"),
+    modal: Optional[str] = typer.Option(None, "--modal", help="fidelity of a multi-fidelity SevenNet (7net-mf-0: "
+                                        "PBE or R2SCAN)"),
 ) -> None:
-    """H, eigenvalue, energy and force errors of a trained NNH model → evaluation.json + PNG figures."""
+    """Errors of a model against reference data → evaluation.json (+ PNG figures for NNH on a dataset): energy
+    raw and with the constant / per-element offset removed, forces, per structure; H and eigenvalues for NNH."""
     from fastqmd.config import check_output_dir
     from fastqmd.errors import InputError
     from fastqmd.nnh.evaluate import evaluate_files
@@ -63,11 +69,21 @@ def evaluate_cmd(
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda requested but CUDA is not available")
+    spec = _universal_spec(model)
+    if spec is not None:
+        _evaluate_universal(spec, dataset, output, device, bands, subset, modal)
+        return
+    if modal is not None:
+        raise InputError("--modal is an option of multi-fidelity SevenNet models (MODEL sevenn:7net-mf-0)")
     out = check_output_dir(output or model.with_name(model.stem + "_eval"))
+    from fastqmd.evaluation import is_dataset
     from fastqmd.mlip.kind import is_mlip_file
 
     if is_mlip_file(model):  # an energy MLIP (model.kind bp / equivariant): E and F errors only
-        _evaluate_mlip(model, dataset, out, device, bands, subset)
+        if dataset.is_file() and not is_dataset(dataset):
+            _evaluate_mlip_file(model, dataset, out, device, bands, subset)
+        else:
+            _evaluate_mlip(model, dataset, out, device, bands, subset)
         return
     if bands is not None:
         from fastqmd.nnh.bands import parse_crystal
@@ -76,11 +92,84 @@ def evaluate_cmd(
     keys = subset_keys(model, subset) if subset is not None else None
     m, files = evaluate_files(model, dataset, out, device=device, bands=bands, keys=keys)
     f = m["forces_eV_per_A"]
-    typer.echo(f"evaluate: {m['n_samples']} samples, H MAE {m['H_mae_eV']:.3g} eV ({m['H_mae_uEh']:.3g} μEh), "
-               f"eigenvalue MAE {m['eigenvalue_mae_eV']['all']:.3g} eV"
+    eig = (m.get("eigenvalue_mae_eV") or {}).get("all")
+    typer.echo(f"evaluate: {m['n_samples']} samples"
+               + (f", H MAE {m['H_mae_eV']:.3g} eV ({m['H_mae_uEh']:.3g} μEh)" if "H_mae_eV" in m else "")
+               + (f", eigenvalue MAE {eig:.3g} eV" if eig is not None else "")
+               + _energy_summary(m)
                + (f", force MAE {f['mae']:.3g} eV/Å" if f else "")
                + (f", band MAE {1e3 * m['bands']['mae_eV']:.3g} meV" if "bands" in m else "")
                + f" -> {', '.join(str(p) for p in files)}")
+
+
+def _energy_summary(m: dict) -> str:
+    if m.get("energy_mae_meV_per_atom") is None:
+        return ""
+    return (f", E MAE {m['energy_mae_meV_per_atom']:.3g} meV/atom raw, {m['energy_mae_meV_per_atom_offset']:.3g} "
+            f"with the {m['energy_offset_used'].replace('_', '-')} offset removed")
+
+
+def _universal_spec(model: Path) -> tuple[str, str] | None:
+    """(kind, name) when MODEL is not a file but a universal MLIP spec KIND[:MODEL] (an unknown KIND with a ':' is
+    one InputError); None for a model file path (missing or not)."""
+    from fastqmd.mlip.universal import KINDS, parse_spec
+
+    s = str(model)
+    if model.exists() or (":" not in s and s not in KINDS):
+        return None
+    return parse_spec(s)
+
+
+def _write_evaluation(m: dict, out: Path) -> Path:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(m, indent=1))
+    return out / "evaluation.json"
+
+
+def _evaluate_universal(spec: tuple[str, str], data: Path, output, device: str, bands, subset, modal) -> None:
+    """A universal MLIP (fastqmd.mlip.universal) on a dataset or an ASE file through fastqmd.evaluation."""
+    from fastqmd.config import check_output_dir
+    from fastqmd.errors import InputError
+    from fastqmd.evaluation import check_data, evaluate_potential
+    from fastqmd.mlip.universal import load_universal
+
+    kind, name = spec
+    if bands is not None:
+        raise InputError("--bands needs an NNH model (a universal MLIP has no Hamiltonian)")
+    if subset is not None:
+        raise InputError("--subset reads the split.json of a fastqmd training run; a universal MLIP has none")
+    check_data(data)  # before the (slow) model load
+    slug = f"{kind}-{Path(name).stem if Path(name).is_file() else name}"
+    out = check_output_dir(output or data.with_name(f"{data.stem}_{slug}_eval"))
+    pot = load_universal(kind, name, device=device, modal=modal)
+    m = evaluate_potential(pot, data, covers=pot.check_numbers)
+    m.update(model=pot.spec, dataset=str(data))
+    path = _write_evaluation(m, out)
+    f = m["forces_eV_per_A"]
+    typer.echo(f"evaluate: {pot.spec} on {m['n_samples']} structures" + _energy_summary(m)
+               + (f", force MAE {1e3 * f['mae']:.4g} meV/Å" if f else "") + f" -> {path}")
+
+
+def _evaluate_mlip_file(model: Path, data: Path, out: Path, device: str, bands, subset) -> None:
+    """A bp / equivariant MLIP on an ASE file through fastqmd.evaluation."""
+    from fastqmd.errors import InputError
+    from fastqmd.evaluation import check_data, evaluate_potential
+    from fastqmd.mlip.potential import MLIPPotential
+
+    if bands is not None:
+        raise InputError("--bands needs an NNH model (an energy MLIP has no Hamiltonian)")
+    if subset is not None:
+        raise InputError(f"--subset selects samples of a fastqmd dataset; {data} is a structure file")
+    check_data(data)
+    pot = MLIPPotential.from_file(model, device)
+    m = evaluate_potential(pot, data, covers=pot.check_elements)
+    m.update(model=str(model), architecture=pot.model.architecture, dataset=str(data))
+    path = _write_evaluation(m, out)
+    f = m["forces_eV_per_A"]
+    typer.echo(f"evaluate: {m['n_samples']} structures" + _energy_summary(m)
+               + (f", force MAE {1e3 * f['mae']:.4g} meV/Å" if f else "") + f" -> {path}")
 
 
 def _evaluate_mlip(model: Path, dataset: Path, out: Path, device: str, bands, subset) -> None:

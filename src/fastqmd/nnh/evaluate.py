@@ -1,12 +1,14 @@
 """`fastqmd evaluate MODEL DATASET`: accuracy of a trained NNH model against reference data → JSON + PNG.
 
-In:  a model file / checkpoint (`fastqmd.nnh.checkpoint`) and a dataset (all ok samples, or given keys).
-Out: metrics (dict, written as JSON):
-  - H: MAE |H_NN(k) − H_DFT(k)| over all elements (eV and μEh), and the element-wise MAE per orbital pair
-    (species pair, orbital μ, orbital ν; on-site and off-site separately) — the heatmap of the study's Fig. 2;
+In:  a model file / checkpoint (`fastqmd.nnh.checkpoint`) and a dataset (all ok samples, or given keys) — or an
+     ASE-readable labelled file (`evaluate_structure_file`: energy, forces, orbital energies; no H, no figures).
+Out: metrics (dict, written as JSON), streamed sample by sample (running sums; memory independent of the set size):
+  - H: MAE |H_NN(k) − H_DFT(k)| over all elements (eV and μEh; RMSE, max), and the element-wise MAE per orbital
+    pair (species pair, orbital μ, orbital ν; on-site and off-site separately) — the heatmap of the study's Fig. 2;
   - eigenvalues of (H_NN, S) vs the stored reference eigenvalues: MAE over all states, occupied states
     (reference occupation > half of the spin factor) and states within ±1 eV of the reference Fermi level;
-  - energy (per structure and per atom) and force MAE/RMSE (eV, eV/Å);
+  - energy (per structure and per atom; raw and with the constant / per-element offset removed), force MAE/RMSE
+    (eV, eV/Å and meV/Å) and the per-structure table — `fastqmd.evaluation`, shared by every model kind;
   and PNGs: hamiltonian_error.png (heatmaps, meV) and, for periodic samples, bands.png — eigenvalues at the
   stored k-points, reference solid red vs model dashed black.
 With `bands` (e.g. "fcc-Cu:4", `fastqmd.nnh.bands.parse_crystal`; the study's Fig. 3): bands.png is the band
@@ -26,9 +28,8 @@ import numpy as np
 from fastqmd.nnh.checkpoint import load_energy_model
 from fastqmd.nnh.energy import EnergyModel, energy_forces
 from fastqmd.nnh.targets import Target, load_targets
+from fastqmd.evaluation import FERMI_WINDOW_EV  # noqa: F401 (re-exported)
 from fastqmd.units import HARTREE_EV
-
-FERMI_WINDOW_EV = 1.0
 
 
 def predict(model: EnergyModel, t: Target, device="cpu"):
@@ -83,63 +84,73 @@ def pair_labels(model: EnergyModel) -> dict[str, list[str]]:
     return out
 
 
-def evaluate(model: EnergyModel, targets: list[Target], device="cpu") -> tuple[dict, dict]:
-    """(metrics JSON dict, arrays for plots)."""
+def pair_block_sums(d: np.ndarray, symbols, n_orb: dict[str, int]) -> dict[str, tuple[np.ndarray, int]]:
+    """Σ over atom pairs of the [n_a, n_b] blocks of d [nao, nao], per class "onsite A-A" / "offsite A-B"
+    (atoms a = b / a ≠ b of species A, B), with the number of blocks; classes with no block are left out."""
+    off = np.cumsum([0] + [n_orb[s] for s in symbols])
+    out = {}
+    species = list(dict.fromkeys(symbols))
+    for sa in species:
+        ia = [a for a, s in enumerate(symbols) if s == sa]
+        oa = np.array([np.arange(off[a], off[a + 1]) for a in ia])  # [n_A, n_orb_A]
+        for sb in species:
+            ib = [b for b, s in enumerate(symbols) if s == sb]
+            ob = np.array([np.arange(off[b], off[b + 1]) for b in ib])
+            blocks = d[oa[:, None, :, None], ob[None, :, None, :]]  # [n_A, n_B, n_orb_A, n_orb_B]
+            total, n = blocks.sum((0, 1)), len(ia) * len(ib)
+            if sa == sb:
+                diag = blocks[np.arange(len(ia)), np.arange(len(ia))]  # the same atom twice: on-site
+                out[f"onsite {sa}-{sa}"] = (diag.sum(0), len(ia))
+                total, n = total - diag.sum(0), n - len(ia)
+            if n:
+                out[f"offsite {sa}-{sb}"] = (total, n)
+    return out
+
+
+def evaluate(model: EnergyModel, targets, device="cpu") -> tuple[dict, dict]:
+    """(metrics JSON dict, arrays for plots), streamed over `targets` (one sample in memory at a time):
+    |ΔH| as a running sum and count overall and per orbital pair (the mean over k-points of each atom-pair block,
+    summed per class of `pair_block_sums`), E/F/level errors through `fastqmd.evaluation.Scorer`."""
+    from fastqmd.evaluation import RunningError, Scorer, level_errors, reference_fermi_level
+
     n_orb = model.h.layout.n_orbitals
     heat_sum: dict[str, np.ndarray] = {}
     heat_n: dict[str, int] = {}
-    abs_h, e_all, e_occ, e_fermi, dE, dEa, dF = [], [], [], [], [], [], []
+    h_err = RunningError()
+    scorer = Scorer()
     bands = []
+    spin = model.config.spin_factor
     for t in targets:
         E, F, H, eig = predict(model, t, device)
         d = np.abs(H - t.H.numpy())  # [nk, nao, nao]
-        abs_h.append(d.reshape(-1))
-        off = np.cumsum([0] + [n_orb[s] for s in t.frame.symbols])
-        dm = d.mean(0)
-        for a, sa in enumerate(t.frame.symbols):
-            for b, sb in enumerate(t.frame.symbols):
-                key = f"{'onsite' if a == b else 'offsite'} {sa}-{sb}"
-                blk = dm[off[a]:off[a + 1], off[b]:off[b + 1]]
-                heat_sum[key] = heat_sum.get(key, 0) + blk
-                heat_n[key] = heat_n.get(key, 0) + 1
+        h_err.add(d)
+        for key, (blk, n) in pair_block_sums(d.mean(0), t.frame.symbols, n_orb).items():
+            heat_sum[key] = heat_sum.get(key, 0) + blk
+            heat_n[key] = heat_n.get(key, 0) + n
         ref_eig, occ = t.eigenvalues.numpy(), t.occupations.numpy()
-        n = min(ref_eig.shape[1], eig.shape[1])
-        de = np.abs(eig[:, :n] - ref_eig[:, :n])
-        e_all.append(de.reshape(-1))
-        e_occ.append(de[occ[:, :n] > 0.5 * model.config.spin_factor])
-        occupied = occ > 0.5 * model.config.spin_factor
-        mu = (t.fermi_level if np.isfinite(t.fermi_level)  # else the highest occupied level (none: no window)
-              else float(ref_eig[occupied].max()) if occupied.any() else float("nan"))
-        e_fermi.append(de[np.abs(ref_eig[:, :n] - mu) < FERMI_WINDOW_EV])
-        dE.append(E - t.energy)
-        dEa.append((E - t.energy) / len(t.frame.symbols))
-        if t.forces is not None:
-            dF.append((F - t.forces.numpy()).reshape(-1))
+        mu = reference_fermi_level(ref_eig, occ, t.fermi_level, spin)
+        scorer.add(t.key, [chemical_number(s) for s in t.frame.symbols], E, t.energy, F,
+                   None if t.forces is None else t.forces.numpy(), level_errors(eig, ref_eig, occ, mu, spin))
         if any(t.frame.pbc) and len(bands) < 1:
             bands.append((ref_eig, eig, mu, t.key))
-    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
-    h = cat(abs_h)
-
-    def stat(x):
-        return {"mae": float(np.abs(x).mean()), "rmse": float(np.sqrt((x**2).mean()))} if len(x) else None
-
     heat = {k: (heat_sum[k] / heat_n[k]) for k in heat_sum}
+    common = scorer.metrics()
     metrics = {
-        "n_samples": len(targets),
-        "H_mae_eV": float(h.mean()), "H_mae_uEh": float(h.mean() / HARTREE_EV * 1e6),
+        "n_samples": common["n_samples"],
+        "H_mae_eV": h_err.mean(), "H_mae_uEh": h_err.mean() / HARTREE_EV * 1e6,
+        "H_rmse_eV": h_err.stat()["rmse"], "H_max_abs_eV": h_err.max_abs,
         "H_max_pair_mae_eV": float(max(v.max() for v in heat.values())),
         "H_pair_mae_eV": {k: v.tolist() for k, v in heat.items()},
         "orbital_labels": pair_labels(model),
-        "eigenvalue_mae_eV": {"all": _mean(cat(e_all)), "occupied": _mean(cat(e_occ)),
-                              f"fermi_pm_{FERMI_WINDOW_EV:g}eV": _mean(cat(e_fermi))},
-        "energy_eV": stat(np.array(dE)), "energy_per_atom_eV": stat(np.array(dEa)),
-        "forces_eV_per_A": stat(cat(dF)),
+        **common,
     }
     return metrics, {"heat": heat, "bands": bands}
 
 
-def _mean(x: np.ndarray) -> float | None:
-    return float(x.mean()) if len(x) else None
+def chemical_number(symbol: str) -> int:
+    from ase.data import atomic_numbers
+
+    return atomic_numbers[symbol]
 
 
 def plot(metrics: dict, arrays: dict, out_dir: Path, levels_name: str = "bands.png") -> list[Path]:
@@ -212,13 +223,18 @@ def reference_engine(dataset: Path):
 def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str = "cpu",
                    keys: list[str] | None = None, bands: str | None = None) -> tuple[dict, list[Path]]:
     """Load, evaluate, write out_dir/evaluation.json and the PNGs; `bands` (e.g. "fcc-Cu:4") adds the
-    high-symmetry-path band structure (module docstring)."""
+    high-symmetry-path band structure (module docstring). `dataset` may also be an ASE-readable labelled file
+    (`evaluate_structure_file`)."""
+    from fastqmd.evaluation import is_dataset
+
+    if Path(dataset).is_file() and not is_dataset(dataset):
+        return evaluate_structure_file(model_path, dataset, out_dir, device=device, keys=keys, bands=bands)
     model = load_energy_model(model_path, device=device)
     check_dataset_fits(model, dataset, keys)
     engine = reference_engine(dataset) if bands else None  # a dataset of a foreign engine fails before any work
     targets = load_targets(dataset, keys)
     metrics, arrays = evaluate(model, targets, device)
-    metrics.update(model=str(model_path), dataset=str(dataset))
+    metrics.update(model=str(model_path), dataset=str(dataset), data_format="fastqmd-dataset")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = plot(metrics, arrays, out_dir, levels_name="levels.png" if bands else "bands.png")
@@ -233,3 +249,28 @@ def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str =
         files.append(out_dir / "bands.png")
     (out_dir / "evaluation.json").write_text(json.dumps(metrics, indent=1))
     return metrics, [out_dir / "evaluation.json", *files]
+
+
+def evaluate_structure_file(model_path: Path, data: Path, out_dir: Path, device: str = "cpu",
+                            keys: list[str] | None = None, bands: str | None = None) -> tuple[dict, list[Path]]:
+    """An NNH model on the frames of an ASE file (`fastqmd.evaluation`: energy raw and offset-removed, forces, and
+    Γ orbital energies where the file has them), through `NNHPotential` (Γ) → out_dir/evaluation.json. No H
+    reference in a file: no H metrics, no figures."""
+    from ase.data import chemical_symbols
+
+    from fastqmd.errors import InputError
+    from fastqmd.evaluation import check_data, evaluate_potential
+    from fastqmd.nnh.potential import NNHPotential
+
+    if bands is not None:
+        raise InputError(f"--bands rebuilds a dataset's reference engine; {data} is a structure file")
+    check_data(data, keys)  # unreadable / unlabelled: before the model loads
+    model = load_energy_model(model_path, device=device)
+    m = evaluate_potential(NNHPotential(model, device=device), data,
+                           covers=lambda zs: model.check_elements([chemical_symbols[z] for z in zs]),
+                           spin_factor=model.config.spin_factor, n_electrons=model.n_electrons)
+    m.update(model=str(model_path), dataset=str(data))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(m, indent=1))
+    return m, [out_dir / "evaluation.json"]
