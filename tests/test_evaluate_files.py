@@ -256,3 +256,22 @@ def test_orbital_energies_in_a_file_score_as_the_dataset_levels(water, tmp_path)
     assert set(a) == set(b) and a["all"] > 0
     for k in a:
         assert (a[k] is None and b[k] is None) or np.isclose(a[k], b[k], rtol=EXPORT_RTOL), (k, a[k], b[k])
+
+
+def test_universal_spec_on_a_dataset_equals_evaluate_universal(water, tmp_path):
+    """The shared scorer and `fastqmd.mlip.universal.evaluate_universal` (same loaded SevenNet-0) agree on a
+    dataset: raw and per-element-offset energy errors, force errors."""
+    pytest.importorskip("sevenn")
+    from fastqmd.evaluation import evaluate_potential
+    from fastqmd.mlip.universal import evaluate_universal, load_universal
+
+    h5, _, _ = water
+    pot = load_universal("sevenn", "7net-0")
+    a = evaluate_potential(pot, h5, covers=pot.check_numbers)
+    b = evaluate_universal(pot, h5)
+    assert a["n_samples"] == b["n_samples"] == 8
+    for key in ("energy_eV", "energy_per_atom_eV", "forces_eV_per_A"):
+        for s in ("mae", "rmse"):
+            assert np.isclose(a[key][s], b[key][s], rtol=1e-9), (key, s)
+    assert np.isclose(a["energy_offset"]["energy_eV"]["mae"], b["energy_offset"]["energy_eV"]["mae"], rtol=1e-6)
+    assert a["energy_offset"]["per_element_eV"].keys() == b["energy_offset"]["per_element_eV"].keys()

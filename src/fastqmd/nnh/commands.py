@@ -182,9 +182,16 @@ def _evaluate_mlip(model: Path, dataset: Path, out: Path, device: str, bands, su
         raise InputError("--bands needs an NNH model (an energy MLIP has no Hamiltonian)")
     keys = subset_keys(model, subset) if subset is not None else None
     m = evaluate_mlip(model, dataset, keys, device)
+    from fastqmd.evaluation import evaluate_potential  # the shared scorer: offsets, meV/Å keys, per structure
+    from fastqmd.mlip.potential import MLIPPotential
+
+    pot = MLIPPotential.from_file(model, device)
+    m = {**evaluate_potential(pot, dataset, covers=pot.check_elements, keys=keys), **m}
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(m, indent=1))
     typer.echo(f"evaluate: {m['n_samples']} samples, E MAE {m['E_mae_meV_atom']:.3g} meV/atom"
+               + (f" ({m['energy_mae_meV_per_atom_offset']:.3g} with the "
+                  f"{m['energy_offset_used'].replace('_', '-')} offset removed)" if "energy_offset_used" in m else "")
                + (f", force MAE {m['F_mae_meV_A']:.3g} meV/Å" if "F_mae_meV_A" in m else "")
                + f" -> {out / 'evaluation.json'}")
 
