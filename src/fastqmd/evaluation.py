@@ -259,8 +259,7 @@ class Scorer:
         return out
 
 
-def score_potential(potential, structures, check=None, spin_factor: float = 2.0,
-                    n_electrons=None) -> dict:
+def score_potential(potential, structures, spin_factor: float = 2.0, n_electrons=None) -> dict:
     """Metrics of a fastqmd Potential (`compute(System) -> Results`) on `structures` (an iterable of `Labelled`,
     read lazily). Orbital energies are scored where a structure has them and the potential reports eigenvalues;
     `n_electrons(symbols)` (the model's count) sets the T = 0 occupations when the file gives none."""
@@ -268,8 +267,6 @@ def score_potential(potential, structures, check=None, spin_factor: float = 2.0,
 
     sc = Scorer()
     for s in structures:
-        if check is not None:
-            check(s.atoms.numbers)
         res = potential.compute(system_from_atoms(s.atoms))
         levels = None
         if s.orbital_energies is not None and res.eigenvalues is not None:
