@@ -7,6 +7,8 @@ fsync the directory. A kill -9 at any moment leaves either the old file or the n
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,11 +28,27 @@ def replace_durably(tmp: Path, path: Path) -> None:
     fsync_path(path.parent)
 
 
+def temp_name(path: Path | str) -> Path:
+    """A hidden sibling `.NAME.<pid>-<random>.tmp` of `path` that no other writer can share."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
+def write_atomically(path: Path | str, write: Callable[[Path], None]) -> None:
+    """Create or replace `path` whole: write(tmp) on a uniquely named sibling, then `replace_durably`;
+    a failed write leaves no temporary behind and the old `path` untouched."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        write(tmp)
+        replace_durably(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_torch_save(obj, path: Path | str) -> None:
     """torch.save(obj) to `path` atomically (see module docstring)."""
     import torch  # here, not at the top: datasets and the CLI use this module without torch
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    replace_durably(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))

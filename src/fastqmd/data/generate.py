@@ -37,13 +37,14 @@ import h5py
 from ase import Atoms
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from fastqmd.atomic import replace_durably
+from fastqmd.atomic import temp_name
 from fastqmd.config import FrozenModel, check_output_file
 from fastqmd.data.schema import SAMPLES, sample_key
 from fastqmd.data.store import (
     Failure,
     Header,
     PER_ELEMENT_ATTRS,
+    atomic_write,
     merge_per_element,
     read_header,
     write_failure,
@@ -192,21 +193,9 @@ def _part_path(parts: Path, index: int) -> Path:
     return parts / f"{sample_key(index)}.h5"
 
 
-def _temp_name(path: Path) -> Path:
-    """A hidden sibling of `path` that no other writer can share: pid + random suffix."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
-
-
-def _atomic_h5(path: Path, fill) -> None:
-    """Create `path` by fill(h5py.File) on a uniquely named temporary sibling, fsync, rename over `path`."""
-    tmp = _temp_name(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-        replace_durably(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+# the journal's writes go through the one crash-safe writer of the store (unique temporary names)
+_temp_name = temp_name
+_atomic_h5 = atomic_write
 
 
 def _remove_stale_temps(output: Path) -> None:

@@ -77,23 +77,12 @@ def export_extxyz(path: str | Path, out: str | Path, include_failed: bool = Fals
 
     The file is written to a unique temporary sibling and renamed into place, so `out` is either the old
     file or the complete new one. The caller checks `out` first (`fastqmd.config.check_output_file`)."""
-    import os
-    import tempfile
-
     from ase.io import write
 
-    from fastqmd.atomic import replace_durably
+    from fastqmd.atomic import write_atomically
 
     ds = Dataset(path)
     frames = [ds.atoms(k) for k in ds.keys(None if include_failed else "ok")]
     ds.close()
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write(tmp, frames, format="extxyz")
-        replace_durably(Path(tmp), out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(out, lambda tmp: write(tmp, frames, format="extxyz"))
     return len(frames)

@@ -9,9 +9,7 @@ atom-pair block of a 216-atom Hamiltonian reads a few chunks, never the dense ma
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import h5py
 import numpy as np
 
 from fastqmd import __version__
-from fastqmd.atomic import replace_durably
+from fastqmd.atomic import write_atomically
 from fastqmd.data.schema import FORMAT_NAME, SAMPLES, SCHEMA_VERSION, TILE, sample_key
 from fastqmd.errors import InputError
 from fastqmd.reference.base import BasisSpec, Sample
@@ -141,15 +139,12 @@ def merge_basis(f: h5py.File, basis: BasisSpec) -> None:
 def atomic_write(path: Path, fill) -> None:
     """Create `path` by calling fill(h5py.File) on a uniquely named temporary sibling (two writers never
     share one), fsync, then rename over `path`; a failed fill leaves no temporary behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             fill(f)
-        replace_durably(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)
 
 
 # ---------------------------------------------------------------- reading

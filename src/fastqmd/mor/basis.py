@@ -244,7 +244,7 @@ def plot_singular_values(singular_values: np.ndarray, path: str | Path, epsilon:
     import matplotlib.pyplot as plt
 
     from fastqmd.atomic import replace_durably
-    from fastqmd.data.generate import _temp_name
+    from fastqmd.atomic import temp_name as _temp_name
 
     s = np.asarray(singular_values, float)
     path = Path(path)
@@ -275,7 +275,7 @@ def plot_singular_values(singular_values: np.ndarray, path: str | Path, epsilon:
 
 def save_basis(path: str | Path, basis: Basis) -> Path:
     """Write the basis to `path` atomically (a temporary sibling, fsync, rename)."""
-    from fastqmd.data.generate import _atomic_h5
+    from fastqmd.data.store import atomic_write as _atomic_h5
 
     path = Path(path)
 

@@ -45,7 +45,7 @@ def basis_cmd(
     """Thin SVD of the snapshot orbitals → reduced basis; prints both ranks beside the study's 34."""
     from fastqmd.atomic import replace_durably
     from fastqmd.config import check_output_file
-    from fastqmd.data.generate import _temp_name
+    from fastqmd.atomic import temp_name as _temp_name
     from fastqmd.errors import InputError
     from fastqmd.mor.basis import basis_from_snapshots, plot_singular_values, rank_summary, save_basis
 

@@ -175,7 +175,7 @@ def part_path(parts: Path, index: int) -> Path:
 
 
 def write_part(parts: Path, rec: dict, chain: int, warm_from: int, big: bool = True) -> None:
-    from fastqmd.data.generate import _atomic_h5
+    from fastqmd.data.store import atomic_write as _atomic_h5
 
     def fill(f) -> None:
         g = f.create_group(GEOMETRIES).create_group(key(rec["attrs"]["index"]))
@@ -263,7 +263,7 @@ def _check_journal(parts: Path, ident: dict, overwrite: bool) -> None:
         shutil.rmtree(parts)
     elif parts.is_dir() and any(parts.iterdir()):
         raise InputError(f"{parts} exists without a manifest; delete it or choose another output")
-    from fastqmd.data.generate import _temp_name
+    from fastqmd.atomic import temp_name as _temp_name
 
     parts.mkdir(exist_ok=True)
     tmp = _temp_name(manifest)
@@ -275,7 +275,7 @@ def consolidate(cfg: SnapshotsConfig, geoms: list[Geometry], chains: list[list[i
     """Merge the complete journal into `output` (atomic), then remove the journal."""
     import h5py
 
-    from fastqmd.data.generate import _atomic_h5
+    from fastqmd.data.store import atomic_write as _atomic_h5
 
     parts = parts_dir(cfg.output)
     rec0 = cfg.sampling.template.recipe

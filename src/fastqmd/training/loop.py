@@ -194,11 +194,9 @@ def _dist(device: str) -> tuple[int, int]:
 
 
 def _write_json(path: Path, obj, indent=None) -> None:
-    from fastqmd.atomic import replace_durably
+    from fastqmd.atomic import write_atomically
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
-    replace_durably(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=indent)))
 
 
 class _Log:
