@@ -37,6 +37,7 @@ class RSDFTSettings(BaseModel):
     xc: Literal["teter93", "pz81", "pbe"] = "teter93"
     electronic_temperature_K: float = Field(315.775, gt=0)  # kT = 1e-3 Ha
     n_empty: int = Field(2, ge=0)
+    filter_pseudo: bool = False  # Fourier-filter ΔV_loc and projectors to the grid cutoff (a coarse grid, MOR demo)
     eigensolver: Literal["lobpcg", "abpg"] = "lobpcg"
     energy_tol_eV: float = Field(1e-7 * HARTREE_EV, gt=0)  # 1e-7 Ha
     density_tol: float = Field(1e-5, gt=0)
@@ -96,7 +97,8 @@ class RSDFTCalculator(Calculator):
                 raise InputError("isolated boundary: every atom must lie inside the box, ≥ 1 Bohr from its faces")
         try:
             model = Model(tuple(self.atoms.get_chemical_symbols()), R, xc=s.xc,
-                          kT=s.electronic_temperature_K * KB_EV / HARTREE_EV, n_empty=s.n_empty)
+                          kT=s.electronic_temperature_K * KB_EV / HARTREE_EV, n_empty=s.n_empty,
+                          filter_pseudo=s.filter_pseudo)
             _ = model.pseudos
         except ValueError as exc:
             raise InputError(str(exc)) from None
