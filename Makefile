@@ -30,7 +30,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	# outputs go to demo_out/ (file outputs need an existing folder: a missing one is refused as bad input)
-	mkdir -p demo_out
+	mkdir -p demo_out/mor
 	# 1. reference data: 8 thermal water structures labelled with PySCF PBE/def2-SVP on 2 Dask workers
 	$(BIN)/fastqmd generate examples/water_demo.yaml
 	$(BIN)/fastqmd dataset info demo_out/water_demo.h5
@@ -49,6 +49,22 @@ demo: $(STAMP)
 	$(BIN)/fastqmd md benchmarks/nnh_train/demo_water_md.yaml --overwrite
 	$(BIN)/fastqmd compare demo_out/md_water_tblite/trajectory.extxyz demo_out/md_water_nnh/trajectory.extxyz -o demo_out/water_nnh_compare
 	$(BIN)/python benchmarks/nnh_train/demo_water_check.py demo_out/water_nnh_compare.json --eval demo_out/nnh_water_eval/evaluation.json
+	# 5. MOR-QMD on a coarse grid (32³, h = 0.375 Bohr; ~2 min): Hi-Fi snapshots at 18 geometries around this grid's
+	#    relaxed water -> reduced basis (rank ~35) -> 100 MD steps each with MOR and with the real-space Hi-Fi solver
+	#    (pinned O, Berendsen 300 K, same start) -> compare; the same physical-agreement check as step 4
+	$(BIN)/fastqmd mor snapshots examples/mor/md_demo32_snapshots.yaml --quiet
+	$(BIN)/fastqmd mor basis demo_out/mor/md_demo32.h5 -o demo_out/mor/md_demo32_basis.h5 --overwrite
+	$(BIN)/fastqmd md examples/mor/md_demo32_mor.yaml --overwrite
+	$(BIN)/fastqmd md examples/mor/md_demo32_hifi.yaml --overwrite
+	$(BIN)/fastqmd compare demo_out/md_demo32_hifi/trajectory.extxyz demo_out/md_demo32_mor/trajectory.extxyz -o demo_out/mor_demo32_compare
+	$(BIN)/python benchmarks/nnh_train/demo_water_check.py demo_out/mor_demo32_compare.json
+	# 6. BP MLIP on step 4's tblite water data (~1 min of training) -> evaluate -> MLIP-MD at step 2's settings ->
+	#    compare with step 2's reference MD and check as in step 4
+	$(BIN)/fastqmd train benchmarks/mlip_bp/demo_water_train.yaml --overwrite
+	$(BIN)/fastqmd evaluate demo_out/bp_water_model/model.pt demo_out/nnh_water_gfn2.h5 -o demo_out/bp_water_eval
+	$(BIN)/fastqmd md benchmarks/mlip_bp/demo_water_md.yaml --overwrite
+	$(BIN)/fastqmd compare demo_out/md_water_tblite/trajectory.extxyz demo_out/md_water_bp/trajectory.extxyz -o demo_out/water_bp_compare
+	$(BIN)/python benchmarks/nnh_train/demo_water_check.py demo_out/water_bp_compare.json --eval demo_out/bp_water_eval/evaluation.json
 
 clean:
 	rm -rf $(VENV) demo_out
