@@ -1,4 +1,4 @@
-"""`make demo` gate: is the NNH-MD of water physical next to the reference MD at the same settings?
+"""`make demo` gate (NNH, MOR and BP steps): is the surrogate MD of water physical next to the reference MD at the same settings?
 
     python benchmarks/nnh_train/demo_water_check.py demo_out/water_nnh_compare.json [--eval EVALUATION.json]
 
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"info       {'MSD ratio (not checked)':32s} {m['msd_ratio']:10.4f}")
     bad = [r[0] for r in rows if not r[3]]
     if bad:
-        print(f"demo check FAILED: NNH-MD is not physical ({', '.join(bad)})", file=sys.stderr)
+        print(f"demo check FAILED: the surrogate MD is not physical ({', '.join(bad)})", file=sys.stderr)
         return 1
-    print("demo check passed: NNH-MD matches the reference MD within the limits above")
+    print("demo check passed: the surrogate MD matches the reference MD within the limits above")
     return 0
 
 
