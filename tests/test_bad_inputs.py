@@ -24,6 +24,8 @@ import yaml
 from ase import Atoms
 from ase.io import write
 
+from fastqmd.testing import cli_error_line, tree_snapshot
+
 # ---------------------------------------------------------------- inputs
 
 
@@ -388,15 +390,6 @@ CASES = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under root → its bytes (None for folders; symlinks by their target)."""
-    out: dict[str, bytes | None] = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = os.readlink(p).encode() if p.is_symlink() else None if p.is_dir() else p.read_bytes()
-    return out
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Shared:
     return Shared(tmp_path_factory.mktemp("shared"))
@@ -404,25 +397,15 @@ def shared(tmp_path_factory) -> Shared:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(case: Case, shared, tmp_path, monkeypatch, capsys):
-    from fastqmd.cli import main
-
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     argv = case.setup(work, shared)
-    before = snapshot(work)
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["fastqmd", *argv])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert exc.value.code == case.code, err
-    assert "Traceback" not in err and "Usage:" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert case.fragment in lines[0], lines[0]
+    before = tree_snapshot(work)
+    line = cli_error_line(argv, case.code, monkeypatch, capsys)
+    assert case.fragment in line, line
     if case.code == 2:
-        assert snapshot(work) == before, "a rejected command changed files"
+        assert tree_snapshot(work) == before, "a rejected command changed files"
     else:  # a failed calculation saves its last good state
         assert (work / "hot" / "last_good.extxyz").is_file()
 

@@ -314,3 +314,38 @@ def make_water_dataset(path, n: int = 8, seed: int = 0, rattle: float = 0.06, so
 
     atomic_write(path, fill)
     return path
+
+
+def tree_snapshot(root) -> dict[str, bytes | None]:
+    """Every path under `root` → its bytes (None for folders, the target for symlinks): compare two snapshots to
+    prove a rejected command changed nothing."""
+    import os
+    from pathlib import Path
+
+    out: dict[str, bytes | None] = {}
+    for p in sorted(Path(root).rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = os.readlink(p).encode() if p.is_symlink() else None if p.is_dir() else p.read_bytes()
+    return out
+
+
+def cli_error_line(argv: list[str], code: int, monkeypatch, capsys) -> str:
+    """Run `fastqmd ARGV` in-process (pytest's monkeypatch and capsys) and assert the error promise: exit `code`,
+    exactly one stderr line starting `error: `, no traceback and no usage box. Returns that line."""
+    import sys
+
+    from fastqmd.cli import main
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["fastqmd", *argv])
+    try:
+        main()
+        exit_code = 0
+    except SystemExit as exc:
+        exit_code = exc.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert exit_code == code, err
+    assert "Traceback" not in err and "Usage:" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]

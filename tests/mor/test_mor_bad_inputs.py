@@ -15,6 +15,8 @@ import h5py
 import pytest
 import yaml
 
+from fastqmd.testing import cli_error_line, tree_snapshot
+
 
 def snap_cfg(out: str = "snap.h5", **kw) -> dict:
     d = {"sampling": {"molecule": "water", "grid": {"bond_factors": [1.0], "angle_offsets_deg": [0.0]}},
@@ -151,13 +153,6 @@ CASES = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    out: dict[str, bytes | None] = {}
-    for p in sorted(root.rglob("*")):
-        out[str(p.relative_to(root))] = None if p.is_dir() else p.read_bytes()
-    return out
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Shared:
     return Shared(tmp_path_factory.mktemp("shared"))
@@ -165,24 +160,14 @@ def shared(tmp_path_factory) -> Shared:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_mor_input_is_one_line_and_changes_nothing(case: Case, shared, tmp_path, monkeypatch, capsys):
-    from fastqmd.cli import main
-
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     argv = case.setup(work, shared)
-    before = snapshot(work)
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["fastqmd", *argv])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert exc.value.code == 2, err
-    assert "Traceback" not in err and "Usage:" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert case.fragment in lines[0], lines[0]
-    assert snapshot(work) == before, "a rejected command changed files"
+    before = tree_snapshot(work)
+    line = cli_error_line(argv, 2, monkeypatch, capsys)
+    assert case.fragment in line, line
+    assert tree_snapshot(work) == before, "a rejected command changed files"
 
 
 def test_basis_overwrite_replaces_the_basis_and_its_summary(shared, tmp_path, monkeypatch, capsys):
