@@ -128,11 +128,23 @@ def _write_evaluation(m: dict, out: Path) -> Path:
     return out / "evaluation.json"
 
 
+def _score_and_report(pot, data: Path, out: Path, label: str, covers, **meta) -> None:
+    """Score a potential on `data` with the shared scorer (fastqmd.evaluation), write evaluation.json, echo."""
+    from fastqmd.evaluation import evaluate_potential
+
+    m = evaluate_potential(pot, data, covers=covers)
+    m.update(meta, dataset=str(data))
+    path = _write_evaluation(m, out)
+    f = m["forces_eV_per_A"]
+    typer.echo(f"evaluate: {label}{m['n_samples']} structures" + _energy_summary(m)
+               + (f", force MAE {1e3 * f['mae']:.4g} meV/Å" if f else "") + f" -> {path}")
+
+
 def _evaluate_universal(spec: tuple[str, str], data: Path, output, device: str, bands, subset, modal) -> None:
     """A universal MLIP (fastqmd.mlip.universal) on a dataset or an ASE file through fastqmd.evaluation."""
     from fastqmd.config import check_output_dir
     from fastqmd.errors import InputError
-    from fastqmd.evaluation import check_data, evaluate_potential
+    from fastqmd.evaluation import check_data
     from fastqmd.mlip.universal import load_universal
 
     kind, name = spec
@@ -144,18 +156,13 @@ def _evaluate_universal(spec: tuple[str, str], data: Path, output, device: str, 
     slug = f"{kind}-{Path(name).stem if Path(name).is_file() else name}"
     out = check_output_dir(output or data.with_name(f"{data.stem}_{slug}_eval"))
     pot = load_universal(kind, name, device=device, modal=modal)
-    m = evaluate_potential(pot, data, covers=pot.check_numbers)
-    m.update(model=pot.spec, dataset=str(data))
-    path = _write_evaluation(m, out)
-    f = m["forces_eV_per_A"]
-    typer.echo(f"evaluate: {pot.spec} on {m['n_samples']} structures" + _energy_summary(m)
-               + (f", force MAE {1e3 * f['mae']:.4g} meV/Å" if f else "") + f" -> {path}")
+    _score_and_report(pot, data, out, f"{pot.spec} on ", pot.check_numbers, model=pot.spec)
 
 
 def _evaluate_mlip_file(model: Path, data: Path, out: Path, device: str, bands, subset) -> None:
     """A bp / equivariant MLIP on an ASE file through fastqmd.evaluation."""
     from fastqmd.errors import InputError
-    from fastqmd.evaluation import check_data, evaluate_potential
+    from fastqmd.evaluation import check_data
     from fastqmd.mlip.potential import MLIPPotential
 
     if bands is not None:
@@ -164,12 +171,8 @@ def _evaluate_mlip_file(model: Path, data: Path, out: Path, device: str, bands, 
         raise InputError(f"--subset selects samples of a fastqmd dataset; {data} is a structure file")
     check_data(data)
     pot = MLIPPotential.from_file(model, device)
-    m = evaluate_potential(pot, data, covers=pot.check_elements)
-    m.update(model=str(model), architecture=pot.model.architecture, dataset=str(data))
-    path = _write_evaluation(m, out)
-    f = m["forces_eV_per_A"]
-    typer.echo(f"evaluate: {m['n_samples']} structures" + _energy_summary(m)
-               + (f", force MAE {1e3 * f['mae']:.4g} meV/Å" if f else "") + f" -> {path}")
+    _score_and_report(pot, data, out, "", pot.check_elements, model=str(model),
+                      architecture=pot.model.architecture)
 
 
 def _evaluate_mlip(model: Path, dataset: Path, out: Path, device: str, bands, subset) -> None:
