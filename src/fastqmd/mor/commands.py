@@ -1,5 +1,6 @@
-"""CLI: `fastqmd mor snapshots CONFIG.yaml` (offline Hi-Fi solves) and `fastqmd mor basis SNAPSHOTS -o BASIS`
-(thin SVD, rank by 1 − ε, JSON summary with both rank criteria, singular-value plot).
+"""CLI: `fastqmd mor snapshots CONFIG.yaml` (offline Hi-Fi solves), `fastqmd mor basis SNAPSHOTS -o BASIS`
+(thin SVD, rank by 1 − ε, JSON summary with both rank criteria, singular-value plot) and `fastqmd mor test BASIS
+TESTSET -o MAP.json` (the accuracy map vs Hi-Fi with the rank sweep, resumable; `fastqmd.mor.accuracy`).
 
 Only typer is imported at start-up; numpy, h5py, the solver and matplotlib inside the commands. Bad input (a
 missing or invalid config, an unknown molecule, an existing output without --overwrite, a corrupt snapshot file)
@@ -15,7 +16,7 @@ import typer
 
 from fastqmd.cli_options import above
 
-mor_app = typer.Typer(help="Reduced-order model (MOR-QMD) of the real-space solver: snapshots, basis.",
+mor_app = typer.Typer(help="Reduced-order model (MOR-QMD) of the real-space solver: snapshots, basis, test.",
                       no_args_is_help=True)
 
 
@@ -77,7 +78,60 @@ def basis_cmd(
                f"Σσ rank {summary['rank_sigma']}, Σσ² rank {summary['rank_sigma2']} (study: {summary['study_rank']})")
 
 
+def test_cmd(
+    basis: Path = typer.Argument(..., help="Basis file of `fastqmd mor basis`."),
+    testset: Path = typer.Argument(..., help="Hi-Fi test set: a `fastqmd mor snapshots` file (orbitals not needed)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Accuracy map (JSON); the histograms go to OUTPUT.png."),
+    sweep: str = typer.Option("1e-2,1e-3,1e-4,1e-5,1e-6", "--sweep",
+                              help="ε of the rank sweep (comma-separated); ranks above the basis' are skipped."),
+    tol: float = typer.Option(1e-9, "--tol", callback=above(0), help="Online solver tolerance on |F'(0)| (Ha)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing map (and a foreign journal)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-geometry progress lines."),
+) -> None:
+    """MOR vs Hi-Fi on every test geometry: energy and per-H force errors, reproductive vs predictive, vs rank."""
+    from fastqmd.atomic import replace_durably
+    from fastqmd.atomic import temp_name as _temp_name
+    from fastqmd.config import check_output_file
+    from fastqmd.data.generate import output_lock
+    from fastqmd.errors import InputError
+    from fastqmd.mor.accuracy import accuracy_map, plot_map
+    from fastqmd.mor.basis import load_basis
+    from fastqmd.mor.snapshots import Snapshots
+
+    try:
+        eps = [float(x) for x in sweep.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--sweep must be comma-separated numbers, got {sweep!r}") from None
+    if any(not 0 < e < 1 for e in eps):
+        raise InputError(f"--sweep values must lie in (0, 1), got {sweep!r}")
+    out = check_output_file(output, overwrite=overwrite, inputs=(basis, testset))
+    plot_path = out.with_suffix(".png")
+    check_output_file(plot_path, overwrite=None, inputs=(basis, testset))
+    b, ts = load_basis(basis), Snapshots(testset)
+
+    def progress(k, e, i, n):
+        if not quiet:
+            typer.echo(f"[rank {k} {i}/{n}] geometry {e.index} ({'rep' if e.reproductive else 'pred'})  "
+                       f"dE {e.energy_error:.2e} Ha  max dF {max(e.force_errors):.2e} Ha/Bohr  {e.iterations} it  "
+                       f"{e.wall_s:.2f} s")
+
+    with output_lock(out):
+        summary = accuracy_map(b, ts, out, eps, tol=tol, overwrite=overwrite, progress=progress)
+        tmp = _temp_name(out)
+        tmp.write_text(json.dumps(summary, indent=1))
+        plot_map(summary, plot_path)
+        replace_durably(tmp, out)
+        journal = out.with_name(out.name + ".journal.jsonl")
+        journal.unlink(missing_ok=True)
+    p, r = summary["predictive"], summary["reproductive"]
+    typer.echo(f"{out}: rank {summary['rank']}, {summary['n_geometries']} geometries; predictive ({p['n']}) max dF "
+               f"{p.get('max_force_error_Ha_per_Bohr', float('nan')):.2e} Ha/Bohr, max dE "
+               f"{p.get('max_energy_error_Ha', float('nan')):.2e} Ha; reproductive ({r['n']}) max dF "
+               f"{r.get('max_force_error_Ha_per_Bohr', float('nan')):.2e} (target 5e-4 Ha/Bohr, 1e-4 Ha)")
+
+
 def register(app: typer.Typer) -> None:
     mor_app.command("snapshots")(snapshots_cmd)
     mor_app.command("basis")(basis_cmd)
+    mor_app.command("test")(test_cmd)
     app.add_typer(mor_app, name="mor")
