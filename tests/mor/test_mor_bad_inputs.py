@@ -46,6 +46,26 @@ class Shared:
             self._made[name] = self.root / name
         return self._made[name]
 
+    def basis(self) -> Path:
+        """A basis from the one-geometry snapshots (16³ grid)."""
+        if "basis" not in self._made:
+            from fastqmd.mor.basis import basis_from_snapshots, save_basis
+
+            self._made["basis"] = save_basis(self.root / "basis.h5", basis_from_snapshots(self.snapshots(), 1e-4))
+        return self._made["basis"]
+
+
+def mor_md(tmp: Path, basis: str, symbols: str = "OHH", **potential) -> list[str]:
+    """`fastqmd md` of a 3-atom molecule on a MOR basis (the structure written to s.extxyz)."""
+    from ase import Atoms
+    from ase.io import write
+
+    write(tmp / "s.extxyz", Atoms(symbols, positions=[[0, 0, 0], [0.6, 0.77, 0], [0.6, -0.77, 0]]))
+    cfg = {"structure": {"kind": "file", "path": str(tmp / "s.extxyz")},
+           "potential": {"kind": "mor", "basis": basis, **potential}, "ensemble": {"kind": "nve"},
+           "temperature_K": 300, "timestep_fs": 0.5, "steps": 2, "output": {"dir": str(tmp / "run")}}
+    return ["md", yml(tmp, cfg)]
+
 
 def copy(tmp: Path, src: Path, name: str = "s.h5") -> str:
     shutil.copy(src, tmp / name)
@@ -148,6 +168,15 @@ CASES = [
                                            "empty"], "--states must be occupied or all"),
     Case("basis-epsilon-zero", lambda t, s: ["mor", "basis", copy(t, s.snapshots()), "-o", "b.h5", "--epsilon", "0"],
          "--epsilon must be > 0"),
+    # ---- md with a MOR potential
+    Case("md-mor-basis-missing", lambda t, s: mor_md(t, str(t / "none.h5")), "basis file not found"),
+    Case("md-mor-basis-corrupt", lambda t, s: ((t / "b.h5").write_bytes(b"garbage" * 100), mor_md(t, str(t / "b.h5")))[1],
+         "cannot read the basis file"),
+    Case("md-mor-basis-is-snapshots", lambda t, s: mor_md(t, copy(t, s.snapshots())), "not a fastqmd MOR basis file"),
+    Case("md-mor-other-molecule", lambda t, s: mor_md(t, copy(t, s.basis(), "b.h5"), symbols="NHH"),
+         "molecule NHH ≠ basis OHH"),
+    Case("md-mor-unknown-forces", lambda t, s: mor_md(t, copy(t, s.basis(), "b.h5"), forces="exact"), "forces"),
+    Case("md-mor-zero-tolerance", lambda t, s: mor_md(t, copy(t, s.basis(), "b.h5"), tol_Ha=0), "tol_Ha"),
     Case("basis-epsilon-one", lambda t, s: ["mor", "basis", copy(t, s.snapshots()), "-o", "b.h5", "--epsilon", "1"],
          "--epsilon must be < 1"),
 ]
