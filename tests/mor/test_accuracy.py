@@ -121,6 +121,18 @@ def test_resume_solves_nothing_twice_and_redoes_a_cut_line(data):
         assert np.allclose(g["force_errors_Ha_per_Bohr"], a[g["index"]]["force_errors_Ha_per_Bohr"], atol=1e-5)  # cold vs warm start: 2e-6 seen
 
 
+def test_headline_by_epsilon_and_a_subsampled_sweep(data):
+    tmp, basis_path, test = data
+    basis, ts = load_basis(basis_path), Snapshots(test)
+    m = accuracy_map(basis, ts, tmp / "sub.json", epsilons=(3e-2,), epsilon=1e-3, sweep_every=3)
+    k = rank_for(basis.singular_values, 1e-3, "sigma")
+    assert m["rank"] == k < basis.rank and m["epsilon"] == 1e-3
+    assert m["reproductive"]["n"] + m["predictive"]["n"] == 18  # the headline on every geometry
+    assert [r["rank"] for r in m["rank_sweep"]] == [rank_for(basis.singular_values, 3e-2, "sigma"), k, basis.rank]
+    for r in m["rank_sweep"]:  # the sweep on the same 6 of them
+        assert r["reproductive"]["n"] + r["predictive"]["n"] == 6
+
+
 def test_sweep_ranks_keeps_what_the_basis_holds(data):
     basis = load_basis(data[1]).truncated(10)
     basis = type(basis)(**{**basis.__dict__, "epsilon": 1e-3})
@@ -135,7 +147,8 @@ def test_a_foreign_journal_is_refused(data, tmp_path):
         Journal(tmp_path / "m.json", {"basis": "mine"}, overwrite=False)
 
 
-@pytest.mark.parametrize("case", ["other-grid", "corrupt-testset", "output-exists", "bad-sweep", "output-is-input"])
+@pytest.mark.parametrize("case", ["other-grid", "corrupt-testset", "output-exists", "bad-sweep", "output-is-input",
+                                  "epsilon-beyond-basis"])
 def test_bad_input_one_line_exit_2_nothing_written(case, data, tmp_path, monkeypatch, capsys):
     src, basis_path, test = data
     basis = shutil.copy(basis_path, tmp_path / "basis.h5")
@@ -143,7 +156,7 @@ def test_bad_input_one_line_exit_2_nothing_written(case, data, tmp_path, monkeyp
     args = [str(basis), str(testset), "-o", str(tmp_path / "map.json")]
     fragment = {"other-grid": "does not fit", "corrupt-testset": "cannot read the snapshot file",
                 "output-exists": "exists; pass --overwrite", "bad-sweep": "--sweep",
-                "output-is-input": "is the input"}[case]
+                "output-is-input": "is the input", "epsilon-beyond-basis": "rebuild it with a smaller --epsilon"}[case]
     if case == "other-grid":
         other = snapshots(tmp_path / "other.h5", {"bond_factors": [1.0], "angle_offsets_deg": [0.0]}, False,
                           {**SOLVER, "grid_points": 16})
@@ -157,6 +170,9 @@ def test_bad_input_one_line_exit_2_nothing_written(case, data, tmp_path, monkeyp
         args += ["--sweep", "1e-2,two"]
     elif case == "output-is-input":
         args[3] = str(testset)
+    elif case == "epsilon-beyond-basis":  # a rank-5 basis asked for the rank of ε = 1e-6
+        save_basis(tmp_path / "basis.h5", basis_from_snapshots(src / "train.h5", epsilon=3e-2))
+        args += ["--epsilon", "1e-6"]
     before = tree_snapshot(tmp_path)
     line = cli_error_line(["mor", "test", *args], 2, monkeypatch, capsys)
     assert fragment in line

@@ -84,6 +84,10 @@ def test_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Accuracy map (JSON); the histograms go to OUTPUT.png."),
     sweep: str = typer.Option("1e-2,1e-3,1e-4,1e-5,1e-6", "--sweep",
                               help="ε of the rank sweep (comma-separated); ranks above the basis' are skipped."),
+    epsilon: float = typer.Option(None, "--epsilon", callback=above(0),
+                                  help="Headline rank by this ε (a truncation of the basis); default the basis' rank."),
+    sweep_every: int = typer.Option(1, "--sweep-every", callback=above(0),
+                                    help="Run the sweep's other ranks on every N-th geometry (the headline on all)."),
     tol: float = typer.Option(1e-9, "--tol", callback=above(0), help="Online solver tolerance on |F'(0)| (Ha)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing map (and a foreign journal)."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-geometry progress lines."),
@@ -104,6 +108,8 @@ def test_cmd(
         raise InputError(f"--sweep must be comma-separated numbers, got {sweep!r}") from None
     if any(not 0 < e < 1 for e in eps):
         raise InputError(f"--sweep values must lie in (0, 1), got {sweep!r}")
+    if epsilon is not None and not epsilon < 1:
+        raise InputError(f"--epsilon must be < 1, got {epsilon:g}")
     out = check_output_file(output, overwrite=overwrite, inputs=(basis, testset))
     plot_path = out.with_suffix(".png")
     check_output_file(plot_path, overwrite=None, inputs=(basis, testset))
@@ -116,7 +122,8 @@ def test_cmd(
                        f"{e.wall_s:.2f} s")
 
     with output_lock(out):
-        summary = accuracy_map(b, ts, out, eps, tol=tol, overwrite=overwrite, progress=progress)
+        summary = accuracy_map(b, ts, out, eps, tol=tol, overwrite=overwrite, progress=progress, epsilon=epsilon,
+                               sweep_every=sweep_every)
         tmp = _temp_name(out)
         tmp.write_text(json.dumps(summary, indent=1))
         plot_map(summary, plot_path)
