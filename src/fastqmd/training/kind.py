@@ -69,3 +69,6 @@ class ModelKind(Protocol):
 
     def save_model(self, model: torch.nn.Module, path: Path, state: dict | None = None) -> None:
         """Write the model file (weights `state`, default the model's own)."""
+
+    # optional: mix_batch(cfg, step, batch) -> batch — samples added to the global batch of `step` (a pure
+    # function of (config, step), e.g. fine-tuning's replay memory; `fastqmd.mlip.finetune`)

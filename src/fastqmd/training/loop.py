@@ -131,7 +131,7 @@ def take_step(setup: Setup, state: TrainState, batch: list) -> TrainState:
     _, phase = phase_at(setup.phases, step)
     w = weights_at(setup.phases, step)
     wl = [w[t] for t in setup.kind.terms]
-    frozen = [p for name in phase.frozen for p in model.get_submodule(name).parameters()]
+    frozen = [p for name in phase.frozen for p in model.get_submodule(name).parameters() if p.requires_grad]
     opt.zero_grad(set_to_none=True)
     for p in frozen:
         p.requires_grad_(False)
@@ -327,11 +327,13 @@ def fit(kind: ModelKind, cfg: TrainerSettings, overwrite: bool = False, stop_aft
     t0, wall_before = time.perf_counter(), state.wall_s_all_runs
     with prog:
         while state.step < end and not state.stopped_early:
-            batch = global_batch(state.step, len(train), cfg.batch_size, cfg.seed)[rank::world]
+            batch = [train[i] for i in global_batch(state.step, len(train), cfg.batch_size, cfg.seed)]
+            if hasattr(kind, "mix_batch"):  # e.g. fine-tuning's replay memory
+                batch = kind.mix_batch(cfg, state.step, batch)
             state, reports = enter_phase(setup, state, train, plan.device)
             for name, rep in reports.items():
                 log({"step": state.step, name: rep})
-            state = take_step(setup, state, [train[i] for i in batch])
+            state = take_step(setup, state, batch[rank::world])
             log(state.record)
             if len(plan.val) and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
                 state, v = validation(setup, plan, state)

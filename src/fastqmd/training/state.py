@@ -49,11 +49,12 @@ class TrainState:
 
 @torch.no_grad()
 def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
-    """θ_ema ← d θ_ema + (1 − d) θ with d = min(decay, (1 + step)/(10 + step)) (float tensors only)."""
+    """θ_ema ← d θ_ema + (1 − d) θ with d = min(decay, (1 + step)/(10 + step)) (float tensors only), as
+    θ_ema + (1 − d)(θ − θ_ema): a weight that does not change (frozen) keeps its EMA bit for bit."""
     d = min(decay, (1 + step) / (10 + step))
     for k, v in model.state_dict().items():
         if v.is_floating_point():
-            ema[k].mul_(d).add_(v, alpha=1 - d)
+            ema[k].lerp_(v, 1 - d)
 
 
 class swap_weights:
