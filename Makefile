@@ -8,7 +8,7 @@ export OMP_NUM_THREADS ?= 1
 GPAW_DEBS := g++ libxc-dev libopenblas-dev libfftw3-dev
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo clean replay-data
 
 $(STAMP): pyproject.toml
 	dpkg -s $(GPAW_DEBS) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
@@ -24,6 +24,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# replay/pretraining set for fine-tuning SevenNet-0 (docs/MLIP_finetune.md): 1000 labelled MPtrj structures (MIT,
+# Microsoft) that the mattersim sdist ships; only the sdist is fetched (its build backend from wheels, ~10 s)
+MPTRJ := $(VENV)/share/mptrj/mptrj-random-1k.xyz
+$(MPTRJ): | $(STAMP)
+	mkdir -p $(@D)
+	$(BIN)/pip download -q mattersim==1.2.3 --no-deps --no-binary mattersim -d $(@D)
+	tar -xzf $(@D)/mattersim-1.2.3.tar.gz -C $(@D) --strip-components=3 mattersim-1.2.3/data/benchmarks/mptrj-random-1k.xyz
+	tar -xzf $(@D)/mattersim-1.2.3.tar.gz -C $(@D) --strip-components=1 mattersim-1.2.3/LICENSE.txt
+	rm $(@D)/mattersim-1.2.3.tar.gz
+
+replay-data: $(MPTRJ)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "fastqmd.nnh.commands",
     "fastqmd.mor.commands",
     "fastqmd.mlip.commands",
+    "fastqmd.mlip.finetune_commands",
 ]
 
 for _name in COMMAND_MODULES:

@@ -86,6 +86,7 @@ def get_architecture(name: str) -> tuple[type[ArchitectureSpec], Callable]:
 register_architecture("bp", "fastqmd.mlip.bp:BPSpec", "fastqmd.mlip.bp:build_bp")
 register_architecture("equivariant", "fastqmd.mlip.equivariant:EquivariantSpec",
                       "fastqmd.mlip.equivariant:build_equivariant")
+register_architecture("sevenn", "fastqmd.mlip.finetune:SevenNetSpec", "fastqmd.mlip.finetune:build_sevenn")
 
 
 @dataclass(frozen=True)
