@@ -53,6 +53,7 @@ class MORSettings(BaseModel):
     warm_start: bool = True
     domain_factor: float = Field(1.0, gt=0)
     forces: Literal["rotated", "gradient"] = "rotated"  # Rᵀ F̃ (the study) or the exact −∂E/∂X (module doc)
+    hyper: Any = None  # a fastqmd.mor.hyper.HyperReduction or its file: grid-free online step (docs/MOR_hyper.md)
     # what the caller expects (e.g. the Hi-Fi settings it compares with); None: not checked
     grid_points: int | tuple[int, int, int] | None = None
     fd_order: Literal[2, 4, 6, 8] | None = None
@@ -127,6 +128,21 @@ def frame_jacobian(X: np.ndarray, frame, recipe, h: float = 1e-5) -> np.ndarray:
     return J
 
 
+def load_hyper_for(hyper, basis):
+    """A HyperReduction (or its file) checked against the basis: same rank, grid and physics (InputError)."""
+    from fastqmd.mor.basis import GridSpec
+    from fastqmd.mor.hyper import HyperReduction, load_hyper
+
+    hr = hyper if isinstance(hyper, HyperReduction) else load_hyper(hyper)
+    r = basis.recipe
+    if len(r.symbols) != 3 or r.pinned != 0 or tuple(r.frame) != (1, 2) or any(r.pinned_at):
+        raise InputError("hyper-reduction needs a three-atom recipe with atom 0 pinned on the origin, frame atoms 1, 2")
+    if hr.k != basis.rank or GridSpec.of(hr.grid) != basis.grid or hr.model.physics() != basis.model.physics():
+        raise InputError(f"the hyper-reduction (rank {hr.k}, grid {hr.grid.shape}) was not made for the basis "
+                         f"{basis.source} (rank {basis.rank}, grid {basis.grid.shape})")
+    return hr
+
+
 class MOREngine:
     """The shared core: positions (Å, input frame) → (F eV, forces eV/Å, info), warm start kept between calls."""
 
@@ -141,6 +157,7 @@ class MOREngine:
         tr = self.basis.extras.get("training_geometries_bohr")
         self.training = None if tr is None else np.asarray(tr, float)
         self.threshold = np.inf if tr is None else domain_threshold(self.training) * settings.domain_factor
+        self.hyper = None if settings.hyper is None else load_hyper_for(settings.hyper, self.basis)
         self.X = None
         self.last = None  # the last OnlineResult (atomic units, canonical frame)
 
@@ -160,8 +177,17 @@ class MOREngine:
                 warnings.warn(f"MOR: geometry {d:.3f} Bohr (RMS) from the nearest training geometry, beyond the "
                               f"sampled domain ({self.threshold:.3f}); the reduced model is extrapolating",
                               DomainWarning, stacklevel=3)
-        res = solve(self.reduced, b.model.model(Y), X0=self.X if s.warm_start else None, tol=s.tol,
-                    max_iter=s.max_iter)
+        X0 = self.X if s.warm_start else None
+        info["mor_hyper"] = self.hyper is not None and self.hyper.covers(Y)
+        if info["mor_hyper"]:
+            from fastqmd.mor.hyper import hyper_solve
+
+            res = hyper_solve(self.hyper, Y, X0=X0, tol=s.tol, max_iter=s.max_iter)
+        else:
+            if self.hyper is not None:
+                warnings.warn("MOR: geometry outside the hyper-reduction tables; this step uses the full grid",
+                              DomainWarning, stacklevel=3)
+            res = solve(self.reduced, b.model.model(Y), X0=X0, tol=s.tol, max_iter=s.max_iter)
         self.X, self.last = res.X, res
         if s.forces == "rotated":
             F = frame.vectors_from_canonical(res.forces)
