@@ -137,7 +137,8 @@ def main(argv=None) -> dict:
         R = g.positions_bohr
         ex = solve(rb, basis.model.model(R), X0=nearest_X(R), tol=a.tol)
         hy = hyper_solve(hr, R, X0=nearest_X(R), tol=a.tol)
-        rows.append({"s1": g.s1, "s2": g.s2, "angle_offset_deg": g.angle_offset_deg, "reproductive": g.reproductive,
+        on_training = bool(np.min(((training - R[None]) ** 2).sum((1, 2))) < 1e-12)
+        rows.append({"s1": g.s1, "s2": g.s2, "angle_offset_deg": g.angle_offset_deg, "on_training_grid": on_training,
                      "energy_error_Ha": hy.free_energy - ex.free_energy, "max_H_force_error_Ha_per_Bohr": H_err(hy.forces, ex.forces),
                      "O_force_error_Ha_per_Bohr": float(np.linalg.norm(hy.forces[0] - ex.forces[0])),
                      "iterations_exact": ex.iterations, "iterations_hyper": hy.iterations})

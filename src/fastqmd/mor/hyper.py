@@ -16,7 +16,7 @@ x_p = X_ii or 2X_ij so that n = Σ_p x_p ρ_p):
 Per geometry: the pinned atom sits on the origin, so M_0 is constant (with its gradient ∂M_0/∂R at the origin, a
 first-order Taylor term for the forces); each frame atom moves in z = 0, so M_a(x, y) is tabulated on a rectangle of
 positions around its training positions and interpolated by a tensor-product cubic spline (value and exact derivative),
-with ∂M_a/∂z(x, y) tabulated the same way (first-order in z; the frame keeps z = 0, the term gives the out-of-plane force).
+with ∂M_a/∂z(x, y) tabulated the same way (first order in z; the frame keeps z = 0; it gives the out-of-plane force).
 XC by its second-order expansion at a reference density n̄ = ρ[X̄] (X̄ the mean of the exact online solutions at
 the training geometries), a quadratic form in X like the Hartree term, so F and h stay consistent by construction:
     E_xc ≈ E_xc[n̄] + tr V0 (X − X̄) + ½ δxᵀ K δx,   h_xc = V0 + unpack(K δx),   δx = pack(X − X̄),
@@ -214,6 +214,7 @@ def table_axes(positions: np.ndarray, margin: float, spacing: float) -> tuple[np
 
 
 def atom_table(Phi, grid, model, symbol, xs, ys, iu) -> AtomTable:
+    """The table of M_a and ∂M_a/∂z of one `symbol` atom at (x, y, 0) for x in xs, y in ys (one `atom_matrix` each)."""
     vals = np.empty((len(xs), len(ys), 2, len(iu[0])))
     for a, x in enumerate(xs):
         for b, y in enumerate(ys):
@@ -396,7 +397,8 @@ class HyperEvaluation:
         return self.energies["free_energy"]
 
 
-def hyper_evaluate(hr: HyperReduction, geo: GeometryTerms, X: np.ndarray, timings: dict | None = None) -> HyperEvaluation:
+def hyper_evaluate(hr: HyperReduction, geo: GeometryTerms, X: np.ndarray,
+                   timings: dict | None = None) -> HyperEvaluation:
     """F[X] and h[X] = ∂F/∂X of the hyper-reduced model (module doc)."""
     tm = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -504,7 +506,7 @@ def load_hyper(path: str | Path) -> HyperReduction:
                 raise InputError(f"{path} is not a MOR hyper-reduction file")
             arr = {n: f[n][()] for n in ("T", "M0", "dM0", "G")}
             xc = XCExpansion(f["xc_X_ref"][()], float(f.attrs["xc_E0"]), f["xc_V0"][()], f["xc_K"][()])
-            tables = tuple(AtomTable.from_values(f[f"table{a}/xs"][()], f[f"table{a}/ys"][()], f[f"table{a}/values"][()])
+            tables = tuple(AtomTable.from_values(*(f[f"table{a}/{n}"][()] for n in ("xs", "ys", "values")))
                            for a in (1, 2))
             gs = json.loads(f.attrs["grid"])
             grid = GridSpec(tuple(gs["shape"]), tuple(gs["spacing"]), tuple(gs["origin"]), gs["fd_order"],
