@@ -22,8 +22,8 @@ EXACT = 1e-12  # resampling at a lattice placement
 E_TOL = 1e-8  # Ha
 F_TOL = 1e-6  # Ha/Bohr, MOR in the Hi-Fi states vs Hi-Fi (the SCF's own convergence is ~1e-7)
 SYM_F_TOL = 2e-6  # Ha/Bohr, forces of a lattice-symmetric placement vs the rotated canonical ones: the energy is
-# exactly symmetric (E_TOL), the O force only to ~1e-6 (the Hi-Fi force terms' spectral gradients see the even grid's
-# one-sided Nyquist plane; the H forces agree to 2e-9)
+# exactly symmetric (E_TOL), the O force only to ~1e-6 (not analysed: plausibly the force terms' spectral gradients
+# at the even grid's one-sided Nyquist plane; the H forces agree to 2e-9)
 R_OH, THETA = 1.751, np.deg2rad(125.8)
 
 

@@ -13,7 +13,9 @@ pinned atom's canonical position. A canonical function φ_i(y) (tabulated on the
 evaluated by periodic cubic B-spline interpolation on the basis grid (scipy.ndimage.map_coordinates, mode
 "grid-wrap"; the spline coefficients are computed once per basis, `SplineBasis`) and set to zero where y_m(r) lies
 outside the training cell centred on p0 (|y_a − p0_a| > L_a/2, faces included): one molecule's functions never wrap
-onto a distant part of a bigger cluster box. Exact when R_m permutes the axes and X_{p,m} − p0 is a grid vector; otherwise the
+onto a distant part of a bigger cluster box. (The cut is sharp: E(R) is not continuous where grid points cross a
+face as a molecule moves; a cos² window over the last Bohr was tried and did not make the finite differences of E(R)
+less step-size dependent — docs/MOR_assembly.md — so it is not offered.) Exact when R_m permutes the axes and X_{p,m} − p0 is a grid vector; otherwise the
 interpolation error is measured (docs/MOR_assembly.md).
 Assembly. Stack A = [u^(1); …; u^(M)] [Σk_m, n_grid]; S = A Aᵀ = V diag(s) Vᵀ; keep s_i > tol·max(s) (the near-null
 directions that the molecules' diffuse functions share are dropped) and take Φ = diag(s_kept^{-1/2}) V_keptᵀ A
@@ -22,7 +24,7 @@ and the reduced Mermin problem depends on the span only). Then the online solver
 Enrichment (optional, `rounds`). A grid function rotated off the grid's axes is not the grid's solution for the
 rotated molecule (the FD operator is not rotation invariant: on the 32³, h = 0.375 grid the occupied Hi-Fi orbitals
 of water rotated by 30° lie 52 mHa above the Hi-Fi energy of the rotated molecule, ~h⁴: 21 mHa at h = 0.3, 9 at
-0.25). One round adds the preconditioned residuals of the occupied natural orbitals ψ_i of the reduced solution,
+0.25). One round adds the preconditioned residuals of the occupied Ritz vectors ψ_i of the reduced Hamiltonian h,
     w_i = P (H[n] ψ_i − ε_i ψ_i),  ε_i = ⟨ψ_i|H[n]|ψ_i⟩,  P = (T_FD + 1)⁻¹ (the Hi-Fi kinetic preconditioner),
 projected out of span Φ, to the basis and solves again (warm): one full-grid H application per occupied state.
 Forces. `OnlineResult.forces` are Hellmann–Feynman forces at fixed Φ. The assembled basis moves with the molecules
@@ -39,7 +41,7 @@ from scipy.ndimage import map_coordinates, spline_filter
 
 from fastqmd.dft.grid import Grid
 from fastqmd.dft.hamiltonian import KineticPreconditioner
-from fastqmd.dft.operator import apply_hamiltonian, natural_orbitals
+from fastqmd.dft.operator import apply_hamiltonian
 from fastqmd.dft.scf import Model
 from fastqmd.dft.xc import xc_energy_potential
 from fastqmd.errors import InputError
@@ -51,7 +53,7 @@ DROP_TOL = 1e-6  # relative overlap eigenvalue below which a direction of the st
 SPLINE_ORDER = 3
 WRAP_TOL = 1e-9  # relative, see wrapped_displacements
 CELL_TOL = 1e-9  # Bohr: points on the training cell's faces count as inside (rounding of exact rotations)
-ENRICH_OCC = 1e-3  # natural orbitals with occupation above this get a residual vector in an enrichment round
+ENRICH_OCC = 1e-3  # Ritz vectors with occupation above this get a residual vector in an enrichment round
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,15 +187,19 @@ def transfer_density_matrix(X: np.ndarray, Phi_old: np.ndarray, Phi_new: np.ndar
 
 
 def enrichment_vectors(problem: ReducedProblem, res: OnlineResult, occ_min: float = ENRICH_OCC) -> np.ndarray:
-    """[m, n_grid] w_i = P(H[n]ψ_i − ε_i ψ_i) for the natural orbitals ψ_i of res.X with occupation > occ_min,
-    made orthogonal to span Φ (module doc). H[n] = the Hi-Fi Hamiltonian of the reduced density."""
+    """[m, n_grid] w_i = P(H[n]ψ_i − ε_i ψ_i) for the Ritz vectors ψ_i of res.h with occupation ⟨ψ_i|X|ψ_i⟩ > occ_min,
+    made orthogonal to span Φ and normalized (module doc; a residual's norm says nothing about its use, and the
+    relative drop tolerance of `orthonormalize` must see unit vectors). H[n] = the Hi-Fi Hamiltonian of the reduced
+    density."""
     Phi, g = problem.basis.Phi, problem.basis.grid
     V = problem.disc.v_short + res.v_hartree + xc_energy_potential(res.density, g, problem.model.xc)[1]
-    U, occ = natural_orbitals(Phi, res.X)
-    U = U[occ > occ_min]
+    _, Q = np.linalg.eigh(res.h)  # Ritz vectors of h: at convergence X = 2 f_FD(h) shares them, and unlike the
+    occ = np.einsum("ji,jk,ki->i", Q, res.X, Q)  # natural orbitals of X (all ≈ 2, degenerate) they are smooth in R
+    U = (Q[:, occ > occ_min]).T @ Phi
     HU = apply_hamiltonian(problem.disc, V, U)
     W = KineticPreconditioner(g, 1.0)(HU - np.einsum("ij,ij->i", U, HU)[:, None] * U)
-    return W - (W @ Phi.T) @ Phi
+    W -= (W @ Phi.T) @ Phi
+    return W / np.linalg.norm(W, axis=1, keepdims=True)  # unit rows: only true near-dependence is dropped later
 
 
 def solve_cluster(bases: list[SplineBasis], positions: list[np.ndarray], grid: Grid, X0: np.ndarray | None = None,
