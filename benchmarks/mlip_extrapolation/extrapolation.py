@@ -190,7 +190,8 @@ def plot(result: dict, path: Path) -> None:
     dd = np.linspace(4, 24, 200)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True, sharey="row")
     style = {"equivariant": ("o", "C0", "equivariant (5 layers × 5 Å)"), "bp": ("s", "C3", "BP (5 Å cutoff)")}
-    rows = (("pair_force", "pair force on the probes (eV/Å)\n(F_model − F_medium, exact) · ê", "ideal value F = k/d²"),
+    rows = (("pair_force", "pair force on the probes (eV/Å)\n(F_model − F_medium, exact) · ê",
+             "ideal value F = k/d²"),
             ("probe_force_error", "force error on the probes\n|F_model − F_ref| (eV/Å)", "k/d² (the pair force)"))
     for col, medium in enumerate(MEDIA):
         for row, (key, ylabel, ideal) in enumerate(rows):

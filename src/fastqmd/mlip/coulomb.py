@@ -49,7 +49,8 @@ def charges_of(symbols: Sequence[str], charges_e: Mapping[str, float]) -> np.nda
     """[N] charges (e) of atoms by element; an element without a charge is an InputError."""
     missing = sorted(set(symbols) - set(charges_e))
     if missing:
-        raise InputError(f"no charge given for element(s) {', '.join(missing)} (charges for {', '.join(sorted(charges_e))})")
+        known = ", ".join(sorted(charges_e))
+        raise InputError(f"no charge given for element(s) {', '.join(missing)} (charges for {known})")
     return np.array([float(charges_e[s]) for s in symbols])
 
 
