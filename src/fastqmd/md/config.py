@@ -104,6 +104,7 @@ class MORPotentialConfig(FrozenModel):
     tol_Ha: PositiveFloat = 1e-9  # |F'(0)| of the online MVP iteration
     max_iter: PositiveInt = 60
     forces: Literal["rotated", "gradient"] = "rotated"  # Rᵀ F̃ (the study) or the exact lab-frame gradient
+    hyper: Path | None = None  # `fastqmd mor hyper` file: the grid-free online step (docs/MOR_hyper.md)
 
 
 UniversalPotentialConfig = SevenNetPotentialConfig | CHGNetPotentialConfig
@@ -179,7 +180,8 @@ def build_potential(src: EMTPotential | ReferencePotential | ASEPotential | NNHP
     if isinstance(src, MORPotentialConfig):
         from fastqmd.mor.calculator import MORPotential
 
-        return MORPotential(basis=src.basis, tol=src.tol_Ha, max_iter=src.max_iter, forces=src.forces)
+        return MORPotential(basis=src.basis, tol=src.tol_Ha, max_iter=src.max_iter, forces=src.forces,
+                            hyper=src.hyper)
     if isinstance(src, MLIPPotentialConfig):
         from fastqmd.mlip.potential import MLIPPotential
 

@@ -140,6 +140,13 @@ def load_hyper_for(hyper, basis):
     if hr.k != basis.rank or GridSpec.of(hr.grid) != basis.grid or hr.model.physics() != basis.model.physics():
         raise InputError(f"the hyper-reduction (rank {hr.k}, grid {hr.grid.shape}) was not made for the basis "
                          f"{basis.source} (rank {basis.rank}, grid {basis.grid.shape})")
+    sha = hr.info.get("basis_sha256")
+    if sha is not None:
+        from fastqmd.mor.hyper import basis_fingerprint
+
+        if sha != basis_fingerprint(basis.vectors):
+            raise InputError(f"the hyper-reduction was made from another basis than {basis.source} (same rank and "
+                             "grid, other vectors)")
     return hr
 
 

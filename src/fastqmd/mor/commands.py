@@ -16,7 +16,7 @@ import typer
 
 from fastqmd.cli_options import above
 
-mor_app = typer.Typer(help="Reduced-order model (MOR-QMD) of the real-space solver: snapshots, basis, test.",
+mor_app = typer.Typer(help="Reduced-order model (MOR-QMD) of the real-space solver: snapshots, basis, test, hyper.",
                       no_args_is_help=True)
 
 
@@ -137,8 +137,34 @@ def test_cmd(
                f"{r.get('max_force_error_Ha_per_Bohr', float('nan')):.2e} (target 5e-4 Ha/Bohr, 1e-4 Ha)")
 
 
+def hyper_cmd(
+    basis: Path = typer.Argument(..., help="Basis file of `fastqmd mor basis` (it lists its training geometries)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Hyper-reduction file to write (HDF5)."),
+    table_spacing: float = typer.Option(None, "--table-spacing", callback=above(0),
+                                        help="Spacing of the frame atoms' matrix tables (Bohr); default h/2."),
+    table_margin: float = typer.Option(0.3, "--table-margin", callback=above(0),
+                                       help="Tables cover the training positions ± this (Bohr); MD at 300 K: 0.3."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+) -> None:
+    """Grid-free online step: Hartree pair tensor, per-atom ionic matrix tables, XC expansion (docs/MOR_hyper.md)."""
+    import time
+
+    from fastqmd.config import check_output_file
+    from fastqmd.mor.basis import load_basis
+    from fastqmd.mor.hyper import hyper_for_basis, save_hyper
+
+    out = check_output_file(output, overwrite=overwrite, inputs=(basis,))
+    b = load_basis(basis)
+    t0 = time.perf_counter()
+    hr = hyper_for_basis(b, table_spacing, table_margin, verbose=True)
+    save_hyper(out, hr, basis_source=str(basis))
+    typer.echo(f"{out}: hyper-reduction of rank {hr.k} ({b.source}), tables {[t.values.shape[:2] for t in hr.tables]}"
+               f", {time.perf_counter() - t0:.1f} s; use it as `potential: {{kind: mor, basis: …, hyper: {out}}}`")
+
+
 def register(app: typer.Typer) -> None:
     mor_app.command("snapshots")(snapshots_cmd)
     mor_app.command("basis")(basis_cmd)
     mor_app.command("test")(test_cmd)
+    mor_app.command("hyper")(hyper_cmd)
     app.add_typer(mor_app, name="mor")

@@ -468,6 +468,34 @@ def hyper_solve(hr: HyperReduction, R: np.ndarray, X0: np.ndarray | None = None,
 # ---------------------------------------------------------------- file
 
 
+def hyper_for_basis(basis, table_spacing: float | None = None, table_margin: float = 0.3, tol: float = 1e-9,
+                    verbose: bool = False) -> HyperReduction:
+    """`build_hyper` for a `fastqmd.mor.basis.Basis` that lists its training geometries: the exact online solutions
+    along them (one warm chain) give X̄; tables over their frame-atom positions ± `table_margin` (Bohr)."""
+    from fastqmd.mor.online import reduced_basis, solve
+
+    tr = basis.extras.get("training_geometries_bohr")
+    if tr is None:
+        raise InputError(f"the basis {basis.source} lists no training geometries (make it with `fastqmd mor basis`)")
+    training = np.asarray(tr, float)
+    rb = reduced_basis(basis.vectors, basis.grid.grid())
+    sols, X = [], None
+    for R in training:
+        X = solve(rb, basis.model.model(R), X0=X, tol=tol, forces=False).X
+        sols.append(X)
+    hr = build_hyper(rb, basis.model, training, sols, table_spacing=table_spacing, table_margin=table_margin,
+                     verbose=verbose)
+    hr.info["basis_sha256"] = basis_fingerprint(basis.vectors)
+    return hr
+
+
+def basis_fingerprint(vectors: np.ndarray) -> str:
+    """SHA-256 of the basis vectors (float64, C order): ties a hyper-reduction to the exact basis it was made from."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(vectors, np.float64).tobytes()).hexdigest()
+
+
 def save_hyper(path: str | Path, hr: HyperReduction, basis_source: str = "") -> Path:
     """HDF5 (atomically): the arrays, the two tables' axes and values, grid/model JSON, info JSON."""
     import json
