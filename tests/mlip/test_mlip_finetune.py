@@ -1,7 +1,7 @@
 """Forgetting-aware fine-tuning (`fastqmd.mlip.finetune`) on the one trainer, with a tiny BP model as the
 pretrained model (fast) and SevenNet-0 through its fastqmd wrapper: the EWC penalty and its gradient, the Fisher
 as the mean squared gradient, the per-element level offset, replay batches interleaving the two sets in the
-configured ratio, frozen layers bit-identical, an interrupted run resuming to the uninterrupted one, and bad
+configured ratio, frozen layers bit-identical, a run killed with kill -9 (or stopped) resuming to the uninterrupted one, and bad
 input as one line with exit code 2."""
 
 import json
@@ -248,3 +248,44 @@ def test_sevennet_wrapper_equals_its_calculator_and_survives_a_model_file(tmp_pa
     E2 = energy_forces_stress(back, collate(st[:1], back.elements, back.cutoff, torch.float32), forces=False)[0]
     assert abs(float(E2[0]) - (float(E[0]) + 2 * 0.5 - 1.0)) < 1e-4
 
+
+
+def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_run(data, tmp_path):
+    """`fastqmd finetune` (reEWC) killed with kill -9 mid-run and rerun: metrics.jsonl and the weights equal those
+    of an uninterrupted run bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+    def cfg(out):
+        c = json.loads(config(data, out, "reewc", max_steps=600, checkpoint_every=7, eval_every=50)
+                       .model_dump_json())
+        return _write(tmp_path / f"{out.name}.yaml", **c)
+
+    run = [sys.executable, "-m", "fastqmd.cli", "finetune"]
+    r = subprocess.run([*run, cfg(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen([*run, cfg(tmp_path / "killed")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / "killed" / "metrics.jsonl"
+    t0 = time.time()
+    while time.time() - t0 < 300:  # after a few checkpoints, well before step 600
+        if (log.exists() and len(log.read_text().splitlines()) >= 40) or p.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert p.poll() is None, "fine-tuning finished before it could be killed"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    r = subprocess.run([*run, cfg(tmp_path / "killed")], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "resumed at step" in r.stdout, r.stderr
+    assert (tmp_path / "ref" / "metrics.jsonl").read_text() == log.read_text()
+    for name in ("model.pt", "checkpoint.pt"):
+        a = torch.load(tmp_path / "ref" / name, weights_only=True)
+        b = torch.load(tmp_path / "killed" / name, weights_only=True)
+        for k, v in a["state"].items():
+            assert torch.equal(v, b["state"][k]), (name, k)
+    assert json.loads((tmp_path / "ref" / "finetune.json").read_text()) == \
+        json.loads((tmp_path / "killed" / "finetune.json").read_text())
