@@ -1,8 +1,8 @@
 """Forgetting-aware fine-tuning (`fastqmd.mlip.finetune`) on the one trainer, with a tiny BP model as the
 pretrained model (fast) and SevenNet-0 through its fastqmd wrapper: the EWC penalty and its gradient, the Fisher
 as the mean squared gradient, the per-element level offset, replay batches interleaving the two sets in the
-configured ratio, frozen layers bit-identical, a run killed with kill -9 (or stopped) resuming to the uninterrupted one, and bad
-input as one line with exit code 2."""
+configured ratio, frozen layers bit-identical, a run killed with kill -9 (or stopped) resuming to the
+uninterrupted one, and bad input as one line with exit code 2."""
 
 import json
 
