@@ -50,6 +50,7 @@ TRAIN_PER_D = 48
 TEST_D_A = (4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0)
 TEST_PER_D = 6
 MODELS = ("equivariant", "bp")
+EXTRA_RUNS = {"charged": ("equivariant_wide",)}  # analysed where their run finished (summary.json)
 
 
 def column_geometry(d: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +146,9 @@ def analyse() -> None:
         "media": {}}
     for medium in MEDIA:
         result["media"][medium] = {}
-        for model in MODELS:
+        extra = tuple(m for m in EXTRA_RUNS.get(medium, ())
+                      if (OUT / f"{medium}_{m}" / "summary.json").is_file())
+        for model in MODELS + extra:
             run = OUT / f"{medium}_{model}"
             pot = MLIPPotential.from_file(run / "model.pt")
             ev = evaluate_potential(pot, OUT / f"{medium}_test.h5")  # the shared scorer: all atoms
@@ -189,7 +192,8 @@ def plot(result: dict, path: Path) -> None:
     k = result["setup"]["k_e_eV_A"] * abs(PROBES["Na"] * PROBES["Cl"])
     dd = np.linspace(4, 24, 200)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True, sharey="row")
-    style = {"equivariant": ("o", "C0", "equivariant (5 layers × 5 Å)"), "bp": ("s", "C3", "BP (5 Å cutoff)")}
+    style = {"equivariant": ("o", "C0", "equivariant (5 layers × 5 Å)"), "bp": ("s", "C3", "BP (5 Å cutoff)"),
+             "equivariant_wide": ("^", "C2", "wider equivariant (lmax 2)")}
     rows = (("pair_force", "pair force on the probes (eV/Å)\n(F_model − F_medium, exact) · ê",
              "ideal value F = k/d²"),
             ("probe_force_error", "force error on the probes\n|F_model − F_ref| (eV/Å)", "k/d² (the pair force)"))
@@ -200,7 +204,7 @@ def plot(result: dict, path: Path) -> None:
             ax.axvline(5, color="0.5", lw=0.8, ls=":")
             ax.axhline(0, color="0.7", lw=0.6)
             ax.plot(dd, k / dd**2, "k--", lw=1, label=ideal)
-            for model in MODELS:
+            for model in result["media"][medium]:
                 by = result["media"][medium][model]["by_d"]
                 d = np.array([float(x) for x in by])
                 m = np.array([by[x][key]["mean"] for x in by])
