@@ -109,3 +109,17 @@ def test_hyper_output_exists_is_refused(built, tmp_path, monkeypatch, capsys):
     line = cli_error_line(["mor", "hyper", str(built / "basis.h5"), "-o", str(tmp_path / "h.h5")], 2, monkeypatch,
                           capsys)
     assert "exists; pass --overwrite" in line and tree_snapshot(tmp_path) == before
+
+
+def test_accuracy_map_of_the_grid_free_step(built, tmp_path, monkeypatch):
+    """`fastqmd mor test --hyper`: the map of the hyper-reduced step at the basis' rank (no sweep); on the training
+    geometries it stays within the hyper-vs-exact error of the step (1.6 meV ≈ 6e-5 Ha measured at 20³)."""
+    import json
+
+    out = tmp_path / "map.json"
+    run_cli(["mor", "test", str(built / "basis.h5"), str(built / "snap.h5"), "-o", str(out), "--hyper",
+             str(built / "hyper.h5"), "--quiet"], monkeypatch)
+    m = json.loads(out.read_text())
+    assert m["hyper"]["geometries_outside_tables"] == 0 and m["reproductive"]["n"] == 6
+    assert [r["rank"] for r in m["rank_sweep"]] == [m["rank"]]
+    assert 0 < m["reproductive"]["max_energy_error_Ha"] < 5e-4

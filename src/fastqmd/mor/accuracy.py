@@ -140,8 +140,11 @@ def check_pair(basis, testset) -> None:
 
 
 def run_rank(basis, testset, k: int, journal: Journal, tol: float = 1e-9, max_iter: int = 100,
-             progress=None, every: int = 1) -> list[GeometryError]:
-    """Every `every`-th test geometry of the warm-start order at rank k (the first k basis vectors), journalled."""
+             progress=None, every: int = 1, hyper=None) -> list[GeometryError]:
+    """Every `every`-th test geometry of the warm-start order at rank k (the first k basis vectors), journalled.
+    With `hyper` (a HyperReduction of rank k) the grid-free step is used wherever its tables cover the geometry
+    (the exact step elsewhere, as MORCalculator does; `GeometryError.wall_s` < 0 marks those)."""
+    from fastqmd.mor.hyper import hyper_solve
     from fastqmd.mor.online import reduced_basis, solve
 
     rb = reduced_basis(basis.vectors[:k], basis.grid.grid())
@@ -154,10 +157,15 @@ def run_rank(basis, testset, k: int, journal: Journal, tol: float = 1e-9, max_it
             continue
         r = by_index[i]
         t0 = time.perf_counter()
-        res = solve(rb, basis.model.model(r["positions"]), X0=X, tol=tol, max_iter=max_iter)
+        covered = hyper is not None and hyper.covers(r["positions"])
+        if covered:
+            res = hyper_solve(hyper, r["positions"], X0=X, tol=tol, max_iter=max_iter)
+        else:
+            res = solve(rb, basis.model.model(r["positions"]), X0=X, tol=tol, max_iter=max_iter)
         X = res.X
+        wall = time.perf_counter() - t0
         e = geometry_error(i, r["reproductive"], r["free_energy"], res.free_energy, r["forces"], res.forces,
-                           basis.recipe.pinned, res.iterations, time.perf_counter() - t0)
+                           basis.recipe.pinned, res.iterations, wall if (hyper is None or covered) else -wall)
         journal.add(k, e)
         out.append(e)
         if progress:
@@ -166,7 +174,7 @@ def run_rank(basis, testset, k: int, journal: Journal, tol: float = 1e-9, max_it
 
 
 def accuracy_map(basis, testset, output: Path, epsilons=DEFAULT_SWEEP, tol: float = 1e-9, overwrite: bool = False,
-                 progress=None, epsilon: float | None = None, sweep_every: int = 1) -> dict:
+                 progress=None, epsilon: float | None = None, sweep_every: int = 1, hyper=None) -> dict:
     """The map at the headline rank (rank_for(σ, `epsilon`), default the basis' own rank) on every test geometry,
     and the rank sweep (module doc) on every `sweep_every`-th geometry of the warm-start order; returns the summary
     dict written to `output`."""
@@ -178,15 +186,23 @@ def accuracy_map(basis, testset, output: Path, epsilons=DEFAULT_SWEEP, tol: floa
     if head_k > basis.rank:
         raise InputError(f"ε = {head_eps:g} needs rank {head_k}; the basis holds {basis.rank} vectors (rebuild it "
                          "with a smaller --epsilon)")
+    hr = None
+    if hyper is not None:  # the grid-free step at the headline rank; no sweep (one table set per rank)
+        from fastqmd.mor.calculator import load_hyper_for
+
+        hr = load_hyper_for(hyper, basis.truncated(head_k) if head_k < basis.rank else basis)
+        epsilons = ()
     ranks = [(e, k) for e, k in sweep_ranks(basis, epsilons) if k != head_k] + [(head_eps, head_k)]
+    if hr is not None:
+        ranks = [(head_eps, head_k)]
     ranks.sort(key=lambda t: t[1])
     identity = {"basis": str(basis.source), "basis_rank": basis.rank, "testset": str(testset.path),
                 "n_geometries": len(testset), "ranks": [k for _, k in ranks], "headline_rank": head_k, "tol": tol,
-                "sweep_every": sweep_every}
+                "sweep_every": sweep_every, "hyper": None if hyper is None else str(hyper)}
     journal = Journal(output, identity, overwrite)
     per_rank = {}
     t0 = time.perf_counter()
-    per_rank[head_k] = run_rank(basis, testset, head_k, journal, tol, progress=progress)
+    per_rank[head_k] = run_rank(basis, testset, head_k, journal, tol, progress=progress, hyper=hr)
     for _, k in ranks:
         if k != head_k:
             per_rank[k] = run_rank(basis, testset, k, journal, tol, progress=progress, every=sweep_every)
@@ -201,6 +217,9 @@ def accuracy_map(basis, testset, output: Path, epsilons=DEFAULT_SWEEP, tol: floa
                             **split_summary([e for e in per_rank[k] if e.index in sweep_set])} for eps, k in ranks],
             "rank_sweep_geometries": f"every {sweep_every}-th of the warm-start order ({len(sweep_set)})",
             "basis": str(basis.source), "testset": str(testset.path), "online_tol_Ha": tol,
+            **({} if hr is None else {"hyper": {"file": str(hyper), "geometries_outside_tables":
+                                                sum(e.wall_s < 0 for e in head),
+                                                "mean_step_s": float(np.mean([abs(e.wall_s) for e in head]))}}),
             "wall_s_this_run": time.perf_counter() - t0,
             "geometries": [{"index": e.index, "reproductive": e.reproductive, "energy_error_Ha": e.energy_error,
                             "force_errors_Ha_per_Bohr": list(e.force_errors), "mvp_iterations": e.iterations}

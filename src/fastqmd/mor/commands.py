@@ -89,6 +89,8 @@ def test_cmd(
     sweep_every: int = typer.Option(1, "--sweep-every", callback=above(0),
                                     help="Run the sweep's other ranks on every N-th geometry (the headline on all)."),
     tol: float = typer.Option(1e-9, "--tol", callback=above(0), help="Online solver tolerance on |F'(0)| (Ha)."),
+    hyper: Path = typer.Option(None, "--hyper", help="Map the grid-free step of this `fastqmd mor hyper` file "
+                                                     "(headline rank only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing map (and a foreign journal)."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-geometry progress lines."),
 ) -> None:
@@ -110,9 +112,10 @@ def test_cmd(
         raise InputError(f"--sweep values must lie in (0, 1), got {sweep!r}")
     if epsilon is not None and not epsilon < 1:
         raise InputError(f"--epsilon must be < 1, got {epsilon:g}")
-    out = check_output_file(output, overwrite=overwrite, inputs=(basis, testset))
+    inputs = (basis, testset) if hyper is None else (basis, testset, hyper)
+    out = check_output_file(output, overwrite=overwrite, inputs=inputs)
     plot_path = out.with_suffix(".png")
-    check_output_file(plot_path, overwrite=None, inputs=(basis, testset))
+    check_output_file(plot_path, overwrite=None, inputs=inputs)
     b, ts = load_basis(basis), Snapshots(testset)
 
     def progress(k, e, i, n):
@@ -123,7 +126,7 @@ def test_cmd(
 
     with output_lock(out):
         summary = accuracy_map(b, ts, out, eps, tol=tol, overwrite=overwrite, progress=progress, epsilon=epsilon,
-                               sweep_every=sweep_every)
+                               sweep_every=sweep_every, hyper=hyper)
         tmp = _temp_name(out)
         tmp.write_text(json.dumps(summary, indent=1))
         plot_map(summary, plot_path)
