@@ -528,6 +528,8 @@ def load_hyper(path: str | Path) -> HyperReduction:
     from fastqmd.mor.basis import GridSpec, ModelSpec
 
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"hyper-reduction file not found: {path}")
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
