@@ -46,8 +46,7 @@ from fastqmd.dft.operator import discretize, projector_overlaps
 from fastqmd.dft.poisson import hartree_potential
 from fastqmd.dft.xc import DENSITY_FLOOR, LIBXC_CODES, is_gga
 from fastqmd.errors import InputError
-from fastqmd.mor.online import (OCC_FLOOR, IterationLog, OnlineNotConverged, OnlineResult, ReducedBasis,
-                                entropy_gradient, fermi_dirac_matrix, minus_TS)
+from fastqmd.mor.online import OCC_FLOOR, OnlineNotConverged, OnlineResult, ReducedBasis, minus_TS, mvp_iterate
 
 FORMAT = "fastqmd-mor-hyper"
 VERSION = 1
@@ -436,22 +435,10 @@ def hyper_solve(hr: HyperReduction, R: np.ndarray, X0: np.ndarray | None = None,
     tm["geometry"] = time.perf_counter() - t_start
     N_e, kT = hr.model.n_electrons, hr.model.kT
     X = hr.xc.X_ref.copy() if X0 is None else 0.5 * (X0 + X0.T)
-    ev = hyper_evaluate(hr, geo, X, tm)
-    log: list[IterationLog] = []
-    converged, dF0 = False, np.inf
-    for _ in range(max_iter):
-        X_T = fermi_dirac_matrix(ev.h, N_e, kT)[0]
-        D = X_T - ev.X
-        dF0 = float(np.sum((ev.h + entropy_gradient(ev.X, kT)) * D))
-        if abs(dF0) < tol:
-            converged = True
-            break
-        ev1 = hyper_evaluate(hr, geo, X_T, tm)
-        a = ev1.free_energy - ev.free_energy - dF0
-        beta = 1.0 if a <= 0 or dF0 >= 0 else float(np.clip(-dF0 / (2 * a), 1e-6, 1.0))
-        ev_next = ev1 if beta == 1.0 else hyper_evaluate(hr, geo, ev.X + beta * D, tm)
-        log.append(IterationLog(ev.free_energy, dF0, ev1.free_energy, beta, ev_next.free_energy))
-        ev = ev_next
+    ev, log, converged, dF0 = mvp_iterate(
+        hyper_evaluate(hr, geo, X, tm), lambda X_T: hyper_evaluate(hr, geo, X_T, tm),
+        lambda ev, ev1, beta, D: ev1 if beta == 1.0 else hyper_evaluate(hr, geo, ev.X + beta * D, tm),
+        N_e, kT, tol, max_iter)
     eps = np.linalg.eigvalsh(ev.h)
     mu = fermi_dirac(eps, N_e, kT)[1]
     t0 = time.perf_counter()

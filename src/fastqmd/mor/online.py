@@ -235,6 +235,31 @@ class OnlineNotConverged(CalculationFailed):
         self.result = result
 
 
+def mvp_iterate(ev, probe, step, n_electrons: float, kT: float, tol: float, max_iter: int, verbose: bool = False):
+    """The MVP passes (module doc) on any evaluation of F and h: `ev` at the start X (with .X, .h, .free_energy),
+    `probe(X_T)` → the evaluation at the Fermi–Dirac target (its h may be missing), `step(ev, ev1, β, Δ)` → the
+    evaluation at X + βΔ with h. Returns (last evaluation, log, converged, F'(0)). Shared by the exact grid path
+    (`mvp_solve`) and the hyper-reduced one (`fastqmd.mor.hyper.hyper_solve`)."""
+    log: list[IterationLog] = []
+    converged, dF0 = False, np.inf
+    for _ in range(max_iter):
+        X_T = fermi_dirac_matrix(ev.h, n_electrons, kT)[0]
+        D = X_T - ev.X
+        dF0 = float(np.sum((ev.h + entropy_gradient(ev.X, kT)) * D))
+        if abs(dF0) < tol:
+            converged = True
+            break
+        ev1 = probe(X_T)
+        a = ev1.free_energy - ev.free_energy - dF0
+        beta = 1.0 if a <= 0 or dF0 >= 0 else float(np.clip(-dF0 / (2 * a), 1e-6, 1.0))
+        ev_next = step(ev, ev1, beta, D)
+        log.append(IterationLog(ev.free_energy, dF0, ev1.free_energy, beta, ev_next.free_energy))
+        if verbose:
+            print(f"mvp {len(log):3d}  F = {ev_next.free_energy:.12f}  F'(0) = {dF0:.2e}  beta = {beta:.3f}")
+        ev = ev_next
+    return ev, log, converged, dF0
+
+
 def mvp_solve(problem: ReducedProblem, X0: np.ndarray | None = None, tol: float = 1e-10, max_iter: int = 100,
               forces: bool = True, raise_unconverged: bool = True, verbose: bool = False) -> OnlineResult:
     """Minimize the reduced Mermin free energy over density matrices X (module doc); warm start from X0."""
@@ -242,28 +267,16 @@ def mvp_solve(problem: ReducedProblem, X0: np.ndarray | None = None, tol: float 
     tm: dict[str, float] = {}
     N_e, kT = problem.model.n_electrons, problem.model.kT
     X = initial_density_matrix(problem) if X0 is None else 0.5 * (X0 + X0.T)
-    ev = evaluate(problem, X, timings=tm)
-    log: list[IterationLog] = []
-    converged, dF0 = False, np.inf
-    for _ in range(max_iter):
-        X_T = fermi_dirac_matrix(ev.h, N_e, kT)[0]
-        D = X_T - ev.X
-        dF0 = float(np.sum((ev.h + entropy_gradient(ev.X, kT)) * D))
-        if abs(dF0) < tol:
-            converged = True
-            break
-        ev1 = evaluate(problem, X_T, timings=tm, with_h=False)
-        a = ev1.free_energy - ev.free_energy - dF0
-        beta = 1.0 if a <= 0 or dF0 >= 0 else float(np.clip(-dF0 / (2 * a), 1e-6, 1.0))
+
+    def step(ev, ev1, beta, D):  # n and V_H are linear in X: interpolate them, re-evaluate only XC
         if beta == 1.0:
-            ev_next = with_hamiltonian(problem, ev1, tm)
-        else:
-            ev_next = evaluate(problem, ev.X + beta * D, ev.n + beta * (ev1.n - ev.n),
-                               ev.v_hartree + beta * (ev1.v_hartree - ev.v_hartree), timings=tm)
-        log.append(IterationLog(ev.free_energy, dF0, ev1.free_energy, beta, ev_next.free_energy))
-        if verbose:
-            print(f"mvp {len(log):3d}  F = {ev_next.free_energy:.12f}  F'(0) = {dF0:.2e}  beta = {beta:.3f}")
-        ev = ev_next
+            return with_hamiltonian(problem, ev1, tm)
+        return evaluate(problem, ev.X + beta * D, ev.n + beta * (ev1.n - ev.n),
+                        ev.v_hartree + beta * (ev1.v_hartree - ev.v_hartree), timings=tm)
+
+    ev, log, converged, dF0 = mvp_iterate(evaluate(problem, X, timings=tm),
+                                          lambda X_T: evaluate(problem, X_T, timings=tm, with_h=False), step,
+                                          N_e, kT, tol, max_iter, verbose)
     eps, _ = np.linalg.eigh(ev.h)
     mu = fermi_dirac(eps, N_e, kT)[1]
     t0 = time.perf_counter()
