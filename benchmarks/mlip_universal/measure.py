@@ -72,6 +72,12 @@ def speed() -> dict:
 
 def pbe_dataset(path: Path) -> Path:
     """N_PBE rotated water molecules at σ = 0.05 Å and N_PBE at σ = 0.12 Å, PySCF PBE/def2-SVP."""
+    return rotated_water_set(path, [0.05] * N_PBE + [0.12] * N_PBE, seed=12, rotation_seed=100)
+
+
+def rotated_water_set(path: Path, sigmas: list[float], seed: int, rotation_seed: int) -> Path:
+    """Water molecules: ASE's H2O displaced by N(0, σ_i²) per component (rng `seed`), turned by
+    random_rotation(rotation_seed + i), labelled with PySCF PBE/def2-SVP into a fastqmd dataset (kept if it exists)."""
     if path.exists():
         return path
     from ase.build import molecule
@@ -80,10 +86,10 @@ def pbe_dataset(path: Path) -> Path:
     from fastqmd.orbitals import random_rotation
     from fastqmd.reference.pyscf_mol import PySCFMolEngine
 
-    eng, rng, samples = PySCFMolEngine(xc="PBE", basis="def2-SVP"), np.random.default_rng(12), []
-    for i, sigma in enumerate([0.05] * N_PBE + [0.12] * N_PBE):
+    eng, rng, samples = PySCFMolEngine(xc="PBE", basis="def2-SVP"), np.random.default_rng(seed), []
+    for i, sigma in enumerate(sigmas):
         a = molecule("H2O")
-        a.positions = (a.positions + rng.normal(0.0, sigma, (3, 3))) @ random_rotation(100 + i).T
+        a.positions = (a.positions + rng.normal(0.0, sigma, (3, 3))) @ random_rotation(rotation_seed + i).T
         samples.append((sigma, eng.compute(a)))
         print(f"PBE sample {i}: σ = {sigma} Å, {samples[-1][1].wall_time_s:.1f} s", flush=True)
 
