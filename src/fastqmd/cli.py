@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "fastqmd.mor.commands",
     "fastqmd.mlip.commands",
     "fastqmd.mlip.finetune_commands",
+    "fastqmd.domain_commands",
 ]
 
 for _name in COMMAND_MODULES:

@@ -30,6 +30,11 @@ def md(
     s = run_md(cfg, overwrite=overwrite)
     how = f"resumed at step {s.resumed_from}" if s.resumed_from is not None else "new run"
     typer.echo(f"md: {s.steps_done} steps ({how}), {s.s_per_step:.3g} s/step, {s.ns_per_day:.3g} ns/day -> {s.out_dir}")
+    if s.domain is not None:
+        d = s.domain
+        above = "never above" if d["first_step_above"] is None else f"first above at step {d['first_step_above']}"
+        typer.echo(f"md: training domain: max extrapolation score {float(d['max_score']):.3g} at step {d['max_step']} "
+                   f"({d['n_checks']} checks, threshold {d['threshold']:g}, {above}) -> {s.out_dir / 'domain.json'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,8 @@ Potentials: `emt` (ASE EMT), `reference` (a fastqmd reference engine, `engine:` 
 `mlip` (an energy MLIP trained by `fastqmd train` with model.kind bp / equivariant: {kind: mlip, model: PATH}),
 `mor` (a reduced-order model of the real-space solver: {kind: mor, basis: FILE}, fastqmd.mor.calculator).
 Ensembles: `nve`, `nose_hoover` (the NNH-MD study's scheme), `langevin` (BAOAB), `berendsen`. Units: K, fs, Å, amu.
+Guard: blow-up limits, and optionally the training domain of the potential (`guard: {domain: DOMAIN.pt,
+domain_action: warn|stop}`, a `fastqmd domain fit` file: fastqmd.domain).
 """
 
 from __future__ import annotations
@@ -146,11 +148,20 @@ class Output(FrozenModel):
 
 class Guard(FrozenModel):
     """Blow-up guard: stop when anything is NaN, T exceeds `max_temperature_K`, or two atoms come closer
-    than `min_distance_A` (checked every `distance_every` steps)."""
+    than `min_distance_A` (checked every `distance_every` steps).
+
+    Training-domain guard (`domain`: a `fastqmd domain fit` file, fastqmd.domain): every `domain_every` steps the
+    structure's extrapolation score s (1 ≈ the edge of the training data) is computed; s > `domain_threshold`
+    prints one warning line the first time ("warn") or stops the run like a blow-up ("stop", exit code 3).
+    Without `domain` the other domain_* fields are left out of the config hash (old runs resume)."""
 
     max_temperature_K: PositiveFloat = 1.0e4
     min_distance_A: float = Field(default=0.5, ge=0)
     distance_every: PositiveInt = 10
+    domain: Path | None = None
+    domain_threshold: PositiveFloat = 1.0
+    domain_action: Literal["warn", "stop"] = "warn"
+    domain_every: PositiveInt = 10
 
 
 class MDConfig(FrozenModel):

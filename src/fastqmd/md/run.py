@@ -14,6 +14,12 @@ cuts or deletes nothing — also with `overwrite`, which replaces an earlier run
 Blow-up guard: non-finite energy/forces/positions, T above `guard.max_temperature_K`, or two atoms closer than
 `guard.min_distance_A` stop the run with `MDBlowUp` (a `CalculationFailed`: CLI exit code 3); the last good
 frame is saved to last_good.extxyz first.
+
+Training-domain guard (`guard.domain`, fastqmd.domain): every `guard.domain_every` steps (and at step 0) the
+structure's extrapolation score is computed; its max, the step of the max and the first step above
+`guard.domain_threshold` travel in the checkpoint and end in `RunSummary.domain` and domain.json. "warn" prints
+one line on stderr the first time; "stop" ends the run exactly like a blow-up (exit code 3, last good frame saved;
+a starting structure outside the domain stops before anything is written).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +59,8 @@ from fastqmd.md.trajectory import (
 )
 
 TRAJ, THERMO, CKPT = "trajectory.extxyz", "thermo.csv", "checkpoint.pt"
-CONFIG, LAST_GOOD = "config.json", "last_good.extxyz"
+CONFIG, LAST_GOOD, DOMAIN = "config.json", "last_good.extxyz", "domain.json"
+DOMAIN_FIELDS = ("domain", "domain_threshold", "domain_action", "domain_every")
 
 
 class MDBlowUp(CalculationFailed):
@@ -67,6 +75,7 @@ class RunSummary:
     wall_s: float
     s_per_step: float
     ns_per_day: float
+    domain: dict | None = None  # the training-domain guard's report (DomainMonitor.report), with guard.domain
 
 
 def config_hash(cfg: MDConfig) -> str:
@@ -74,6 +83,9 @@ def config_hash(cfg: MDConfig) -> str:
     d = cfg.model_dump(mode="json")
     d.pop("steps")
     d["output"].pop("progress")
+    if d["guard"]["domain"] is None:  # no domain guard: the hash of a config written before it existed
+        for k in DOMAIN_FIELDS:
+            d["guard"].pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -140,10 +152,14 @@ def check_state(state: MDState, cfg: MDConfig, check_distance: bool) -> str | No
     return None
 
 
-def save_checkpoint(path: Path, state: MDState, traj_bytes: int, log_bytes: int, chash: str) -> None:
-    """Atomic (temp file, fsync, rename), and loadable with torch.load(weights_only=True)."""
-    atomic_torch_save({"state": state_to_dict(state), "traj_bytes": traj_bytes, "log_bytes": log_bytes,
-                       "config_hash": chash}, path)
+def save_checkpoint(path: Path, state: MDState, traj_bytes: int, log_bytes: int, chash: str,
+                    domain: dict | None = None) -> None:
+    """Atomic (temp file, fsync, rename), and loadable with torch.load(weights_only=True). `domain`: the
+    domain guard's state (DomainMonitor.to_dict), stored only when there is one."""
+    ck = {"state": state_to_dict(state), "traj_bytes": traj_bytes, "log_bytes": log_bytes, "config_hash": chash}
+    if domain is not None:
+        ck["domain"] = domain
+    atomic_torch_save(ck, path)
 
 
 def load_checkpoint(path: Path, device: str) -> dict:
@@ -153,6 +169,26 @@ def load_checkpoint(path: Path, device: str) -> dict:
     except Exception as exc:  # a foreign or corrupt file
         raise InputError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
     return ck
+
+
+def domain_monitor(cfg: MDConfig, numbers, state: dict | None = None):
+    """The training-domain guard of `cfg.guard` (None without `guard.domain`): its file loaded (InputError for a
+    bad one) and its elements checked against the structure's atomic `numbers`."""
+    g = cfg.guard
+    if g.domain is None:
+        return None
+    from fastqmd.domain import DomainMonitor, load_domain, unseen_elements
+
+    dom = load_domain(g.domain)
+    missing = unseen_elements(dom, [int(z) for z in numbers])
+    if missing:
+        raise InputError(f"guard.domain {g.domain} was fitted on {', '.join(dom.elements)}; the structure also "
+                         f"has {', '.join(missing)}")
+    return DomainMonitor(dom, g.domain_threshold, g.domain_action, warn=_warn_line, state=state)
+
+
+def _warn_line(message: str) -> None:
+    print(f"warning: md: {message}", file=sys.stderr, flush=True)
 
 
 def _fresh(obj):
@@ -197,13 +233,14 @@ class Plan:
     state: MDState  # the first state of a new run, or the checkpoint's
     config_hash: str
     resume_bytes: tuple[int, int] | None  # (trajectory, thermo) sizes to cut back to; None: a new run
+    monitor: object = None  # the training-domain guard (fastqmd.domain.DomainMonitor), or None
 
 
 def plan_run(cfg: MDConfig, overwrite: bool = False, potential=None) -> Plan:
     """Check everything a run needs — output folder, structure, potential (built and evaluated once),
     integrator, the checkpoint of a resumed run — and write nothing."""
     out = check_output_dir(cfg.output.dir)
-    for name in (TRAJ, THERMO, CKPT, CONFIG, LAST_GOOD):
+    for name in (TRAJ, THERMO, CKPT, CONFIG, LAST_GOOD, DOMAIN):
         if (out / name).is_dir():
             raise InputError(f"{out / name} is a folder; the run writes a file there")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -214,13 +251,19 @@ def plan_run(cfg: MDConfig, overwrite: bool = False, potential=None) -> Plan:
     potential = potential if potential is not None else build_potential(cfg.potential)
     integ = build_integrator(cfg)
     if not resume:
-        return Plan(out, potential, integ, initial_state(cfg, atoms, potential, integ), chash, None)
+        monitor = domain_monitor(cfg, atoms.numbers)
+        state = initial_state(cfg, atoms, potential, integ)
+        reason = monitor.check(state.system.to_atoms(), 0) if monitor is not None else None
+        if reason is not None:
+            raise MDBlowUp(f"MD not started: the starting structure's {reason} ({cfg.guard.domain}); nothing written")
+        return Plan(out, potential, integ, state, chash, None, monitor)
     ck = load_checkpoint(out / CKPT, cfg.device)
     if ck["config_hash"] != chash:
         raise InputError(f"{out} holds a run of a different config; use another output.dir or --overwrite")
     check_length(out / TRAJ, ck["traj_bytes"])
     check_length(out / THERMO, ck["log_bytes"])
-    return Plan(out, potential, integ, ck["state"], chash, (ck["traj_bytes"], ck["log_bytes"]))
+    monitor = domain_monitor(cfg, ck["state"].system.numbers.tolist(), ck.get("domain"))
+    return Plan(out, potential, integ, ck["state"], chash, (ck["traj_bytes"], ck["log_bytes"]), monitor)
 
 
 def start_run(cfg: MDConfig, plan: Plan) -> None:
@@ -232,7 +275,7 @@ def start_run(cfg: MDConfig, plan: Plan) -> None:
         truncate_file(out / TRAJ, plan.resume_bytes[0])
         truncate_file(out / THERMO, plan.resume_bytes[1])
     else:
-        for name in (TRAJ, THERMO, CKPT, LAST_GOOD):
+        for name in (TRAJ, THERMO, CKPT, LAST_GOOD, DOMAIN):
             (out / name).unlink(missing_ok=True)
     (out / CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
@@ -249,9 +292,10 @@ def run_md(cfg: MDConfig, overwrite: bool = False, potential=None) -> RunSummary
     try:
         if resumed_from is None:
             _write(state, plan.integrator, cfg, traj, log)
-            save_checkpoint(plan.out / CKPT, state, traj.sync(), log.sync(), plan.config_hash)
+            save_checkpoint(plan.out / CKPT, state, traj.sync(), log.sync(), plan.config_hash,
+                            _monitor_state(plan.monitor))
         return _loop(state, plan.integrator, plan.potential, cfg, traj, log, plan.out / CKPT, plan.config_hash,
-                     resumed_from)
+                     resumed_from, plan.monitor)
     finally:
         traj.close()
         log.close()
@@ -266,14 +310,30 @@ def _write(state: MDState, integ, cfg: MDConfig, traj: AppendFile, log: AppendFi
         log.write(thermo_row(state, integ.conserved(state) if conserved is None else conserved))
 
 
-def _loop(state, integ, potential, cfg, traj, log, ckpt_path, chash, resumed_from) -> RunSummary:
+def _monitor_state(monitor) -> dict | None:
+    return monitor.to_dict() if monitor is not None else None
+
+
+def _write_domain_report(monitor, cfg: MDConfig) -> dict | None:
+    """domain.json in the output folder (the guard's report); None without a domain guard."""
+    if monitor is None:
+        return None
+    report = {"domain": str(cfg.guard.domain), **monitor.report()}
+    (Path(cfg.output.dir) / DOMAIN).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _loop(state, integ, potential, cfg, traj, log, ckpt_path, chash, resumed_from, monitor=None) -> RunSummary:
     start_step, t0 = state.step, time.perf_counter()
     prog, task = _progress(cfg.output.progress, cfg.steps, start_step)
     with prog:
         while state.step < cfg.steps:
             new = integ.step(state, potential)
             reason = check_state(new, cfg, new.step % cfg.guard.distance_every == 0)
+            if reason is None and monitor is not None and new.step % cfg.guard.domain_every == 0:
+                reason = monitor.check(new.system.to_atoms(), new.step)
             if reason is not None:
+                _write_domain_report(monitor, cfg)
                 last = Path(cfg.output.dir) / LAST_GOOD
                 last.write_text(frame_text(state_to_atoms(state, integ.conserved(state))))
                 traj.sync()
@@ -283,10 +343,11 @@ def _loop(state, integ, potential, cfg, traj, log, ckpt_path, chash, resumed_fro
             state = new
             _write(state, integ, cfg, traj, log)
             if state.step % cfg.output.checkpoint_every == 0 or state.step == cfg.steps:
-                save_checkpoint(ckpt_path, state, traj.sync(), log.sync(), chash)
+                save_checkpoint(ckpt_path, state, traj.sync(), log.sync(), chash, _monitor_state(monitor))
             done = state.step - start_step
             sps = (time.perf_counter() - t0) / max(done, 1)
             prog.update(task, completed=state.step, rate=rate_text(sps, cfg.timestep_fs)[1])
     wall = time.perf_counter() - t0
     sps = wall / max(state.step - start_step, 1)
-    return RunSummary(Path(cfg.output.dir), state.step, resumed_from, wall, sps, rate_text(sps, cfg.timestep_fs)[0])
+    return RunSummary(Path(cfg.output.dir), state.step, resumed_from, wall, sps, rate_text(sps, cfg.timestep_fs)[0],
+                      _write_domain_report(monitor, cfg))
