@@ -87,3 +87,21 @@ def test_cosine_schedule_endpoints():
     assert learning_rate(1, cfg, 1.0) == 1.0  # cos(0)
     assert learning_rate(101, cfg, 1.0) == pytest.approx(0.1, abs=1e-15)  # floor r
     assert learning_rate(51, cfg, 1.0) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_n_train_takes_nested_subsets_and_keeps_val_test():
+    """Learning curves: `split.n_train` trains on a prefix of the seeded order — the subsets are nested and the
+    val/test lists do not move; more than the training set has is refused."""
+    import pytest
+
+    from fastqmd.errors import InputError
+    from fastqmd.training.config import Split
+    from fastqmd.training.loop import split_indices
+
+    full = split_indices(100, Split(seed=3))
+    parts = [split_indices(100, Split(seed=3, n_train=n)) for n in (10, 40, 80)]
+    for (tr, va, te), n in zip(parts, (10, 40, 80)):
+        assert len(tr) == n and va == full[1] and te == full[2] and set(tr) <= set(full[0])
+    assert set(parts[0][0]) <= set(parts[1][0]) <= set(parts[2][0])
+    with pytest.raises(InputError, match="n_train"):
+        split_indices(100, Split(seed=3, n_train=81))

@@ -15,6 +15,9 @@ class Split(FrozenModel):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
+    # learning curves: train on the first n_train of the seeded training order (val/test unchanged, and the
+    # subsets nested: n_train = 50 ⊂ 100 ⊂ 300); None: all of it
+    n_train: PositiveInt | None = None
 
 
 class Schedule(FrozenModel):

@@ -37,13 +37,20 @@ RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.jsonl", "summary.json", "spli
 
 
 def split_indices(n: int, split: Split) -> tuple[list[int], list[int], list[int]]:
-    """Seeded (train, val, test) index lists; val/test get ⌈fraction·n⌉ when the fraction is > 0."""
+    """Seeded (train, val, test) index lists; val/test get ⌈fraction·n⌉ when the fraction is > 0; with
+    `n_train` the training list is the first n_train of the seeded rest (nested subsets, same val/test)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split.seed)).tolist()
     n_test = math.ceil(split.test_fraction * n) if split.test_fraction > 0 else 0
     n_val = math.ceil(split.val_fraction * n) if split.val_fraction > 0 else 0
     if n - n_test - n_val < 1:
         raise InputError(f"dataset has {n} samples: nothing left to train on after the val/test split")
-    return sorted(perm[n_test + n_val:]), sorted(perm[n_test:n_test + n_val]), sorted(perm[:n_test])
+    train = perm[n_test + n_val:]
+    if split.n_train is not None:
+        if split.n_train > len(train):
+            raise InputError(f"split.n_train = {split.n_train}, but the dataset has {len(train)} training samples "
+                             f"after the val/test split")
+        train = train[:split.n_train]
+    return sorted(train), sorted(perm[n_test:n_test + n_val]), sorted(perm[:n_test])
 
 
 def epoch_order(n_train: int, seed: int, epoch: int) -> list[int]:
