@@ -481,8 +481,11 @@ def plot(curves: dict, rows: list) -> None:
             if key.split("/")[0] != system:
                 continue
             kind = key.split("/")[1]
-            ax.loglog([p["n_train"] for p in curve], [p["force_mae_meV_per_A"] for p in curve], "o-",
-                      label=LABELS[kind])
+            line, = ax.loglog([p["n_train"] for p in curve], [p["force_mae_meV_per_A"] for p in curve], "o-",
+                              label=LABELS[kind])
+            ood = [(p["n_train"], p["ood"]["force_mae_meV_per_A"]) for p in curve if p.get("ood")]
+            if ood:
+                ax.loglog(*zip(*ood), "s--", color=line.get_color(), alpha=0.6, label=f"{LABELS[kind]}: OOD set")
         for r in rows:
             if r["system"] == system and r["model"] == "sevennet_0":
                 ax.axhline(r["force_mae_meV_per_A"], color="k", ls="--", label=LABELS["sevennet_0"])
