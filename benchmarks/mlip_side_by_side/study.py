@@ -499,8 +499,8 @@ def plot(curves: dict, rows: list) -> None:
 
 SHIP = {  # models/<name>: (system, kind) — the largest-N run of each. No Cu model: none of this budget's Cu runs
     # is good enough to hand to a user (table.json; the best, BP with 2500 steps, has a test F MAE of 116 meV/Å)
-    # nor an NNH one: 600 steps are far from converged here (study a's 2000-step model: benchmarks/nnh_water)
-    "water-pbe-bp": ("water", "bp"),
+    # NNH: study a's 2000-step recipe (the 600-step runs are far from converged), shipped only if its MD is stable
+    "water-pbe-nnh": ("water", "nnh_long"), "water-pbe-bp": ("water", "bp"),
     "water-pbe-sevennet-ft": ("water", "sevennet_ft"),
 }
 
@@ -515,6 +515,10 @@ def ship() -> None:
         d = run_dir(system, kind, n)
         if not (d / "eval_test" / "evaluation.json").exists():
             print(f"  {name}: not evaluated yet", flush=True)
+            continue
+        md_done = OUT / system / f"md_{kind}" / "md.done"
+        if not md_done.exists() or not json.loads(md_done.read_text()).get("stable", True):
+            print(f"  {name}: no stable MD, not shipped", flush=True)
             continue
         dest = ROOT / "models" / name
         dest.mkdir(parents=True, exist_ok=True)
