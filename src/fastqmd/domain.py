@@ -274,20 +274,11 @@ def train_keys(run: str | Path) -> list[str]:
 
 def read_frames(path: str | Path, keys: list[str] | None = None) -> list[Atoms]:
     """Structures of a fastqmd dataset (its ok samples, or `keys`) or of any ASE-readable file (all frames)."""
-    from fastqmd.evaluation import dataset_labelled, is_dataset, read_labelled
+    from fastqmd.evaluation import check_data_path, dataset_labelled, read_labelled
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"data not found: {path}")
-    if path.is_dir():
-        raise InputError(f"data {path} is a folder, not a dataset or structure file")
-    if is_dataset(path):
-        from fastqmd.data.store import read_header
-
-        read_header(path)
+    if check_data_path(path, keys, keys_option="--split-of"):
         frames = [s.atoms for s in dataset_labelled(path, keys)]
-    elif keys is not None:
-        raise InputError(f"--split-of selects samples of a fastqmd dataset; {path} is a structure file")
     else:
         frames = [s.atoms for s in read_labelled(path)]
     if not frames or any(len(a) == 0 for a in frames):

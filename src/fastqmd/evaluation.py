@@ -327,9 +327,9 @@ def is_dataset(path: str | Path) -> bool:
     return h5py.is_hdf5(str(path))
 
 
-def check_data(path: str | Path, keys: list[str] | None = None) -> tuple[bool, DataSummary]:
-    """(is a dataset?, its summary): InputError for a missing path, an unreadable or unlabelled file, or
-    `keys` (a training split) on a file."""
+def check_data_path(path: str | Path, keys: list[str] | None = None, keys_option: str = "--subset") -> bool:
+    """Is `path` a fastqmd dataset (its header checked) rather than a structure file? InputError for a missing
+    path, a folder, a damaged dataset header, or `keys` (a training split, given by `keys_option`) on a file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"data not found: {path}")
@@ -339,9 +339,17 @@ def check_data(path: str | Path, keys: list[str] | None = None) -> tuple[bool, D
         from fastqmd.data.store import read_header
 
         read_header(path)
-        return True, scan_dataset(path, keys)
+        return True
     if keys is not None:
-        raise InputError(f"--subset selects samples of a fastqmd dataset; {path} is a structure file")
+        raise InputError(f"{keys_option} selects samples of a fastqmd dataset; {path} is a structure file")
+    return False
+
+
+def check_data(path: str | Path, keys: list[str] | None = None) -> tuple[bool, DataSummary]:
+    """(is a dataset?, its summary): InputError for a missing path, an unreadable or unlabelled file, or
+    `keys` (a training split) on a file."""
+    if check_data_path(path, keys):
+        return True, scan_dataset(path, keys)
     return False, scan_file(path)
 
 
