@@ -295,15 +295,17 @@ def zero_momentum(velocities: torch.Tensor, masses: torch.Tensor) -> float:
 WATER_A = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])  # O, H, H in Å
 
 
-def make_water_dataset(path, n: int = 8, seed: int = 0, rattle: float = 0.06, source: str = "test-water"):
-    """A small dataset of n water molecules (Gaussian rattle σ = `rattle` Å) labelled with tblite GFN2-xTB at
-    300 K, written with the fastqmd store (no Dask: tests and benchmarks that need data in ~0.1 s/sample)."""
+def make_water_dataset(path, n: int = 8, seed: int = 0, rattle: float = 0.06, source: str = "test-water",
+                       engine=None):
+    """A small dataset of n water molecules (Gaussian rattle σ = `rattle` Å) labelled with `engine` (default
+    tblite GFN2-xTB at 300 K), written with the fastqmd store (no Dask: tests and benchmarks that need data in
+    ~0.1 s/sample)."""
     from ase import Atoms
 
     from fastqmd.data.store import Header, atomic_write, write_header, write_sample
     from fastqmd.reference.xtb import TBLiteEngine
 
-    eng = TBLiteEngine(method="GFN2-xTB", electronic_temperature_K=300.0)
+    eng = engine or TBLiteEngine(method="GFN2-xTB", electronic_temperature_K=300.0)
     rng = np.random.default_rng(seed)
     samples = [eng.compute(Atoms("OHH", positions=WATER_A + rattle * rng.normal(size=(3, 3)))) for _ in range(n)]
 

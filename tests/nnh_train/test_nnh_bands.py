@@ -94,3 +94,31 @@ def test_tblite_2x2x2_cu_unfolds_into_bloch_states(tblite_cu8, cu_model, tmp_pat
     assert metrics["unfolding_weight_sum_error"] < WEIGHT_TOL
     B.plot_bands(arrays, tmp_path / "bands.png")
     assert (tmp_path / "bands.png").stat().st_size > 1000
+
+
+class ShiftedModelBands:
+    """An engine with k-points (`band_structure`, as GPAW's) whose bands are the model's own, shifted by δ."""
+
+    name = "fake-kpath"
+
+    def __init__(self, model, delta):
+        self.model, self.delta, self.calls = model, delta, []
+
+    def band_structure(self, prim, kpts_frac, mesh):
+        self.calls.append((len(kpts_frac), tuple(mesh)))
+        return B.model_bands(self.model, prim, kpts_frac) + self.delta, \
+            B.model_fermi_level(self.model, prim, mesh) + self.delta
+
+
+def test_kpath_reference_is_compared_at_every_path_k(cu_model, tmp_path):
+    """An engine with `band_structure` is asked once for the whole path (and its mesh); the band MAE is the mean
+    |Δε| over the window, so a rigid shift δ shows up as δ raw and 0 Fermi-aligned; the plot draws red lines."""
+    prim = bulk("Cu", "fcc", a=3.61)
+    eng = ShiftedModelBands(cu_model, 0.05)
+    m, arr = B.evaluate_bands(cu_model, prim, 2, eng, npoints=30)
+    assert eng.calls == [(30, (2, 2, 2))]
+    assert m["reference"] == "k-path" and m["n_kpoints_on_path"] == 30
+    assert m["mae_eV"] == pytest.approx(0.05, abs=1e-9)
+    assert m["mae_fermi_aligned_eV"] < 1e-9
+    B.plot_bands(arr, tmp_path / "bands.png")
+    assert (tmp_path / "bands.png").stat().st_size > 1000

@@ -255,3 +255,24 @@ def test_md_with_the_gpaw_reference_conserves_energy(tmp_path):
     th = np.loadtxt(tmp_path / "md" / "thermo.csv", delimiter=",", skiprows=1)
     assert th.shape[0] == 4
     assert np.abs(th[:, 6] - th[0, 6]).max() < 1e-4
+
+
+def test_kpath_bands_equal_the_unfolded_supercell_gamma_levels():
+    """Two routes to the same crystal bands: GPAW's k-path (`band_structure`: primitive SCF on the 2×2×2 mesh, then
+    fixed density at any k) and the Γ point of the 2×2×2 supercell unfolded (`fastqmd.nnh.bands`). On the same
+    grid (supercell 12³ = 2 × 6³) they are one calculation: every level at every commensurate k agrees (measured
+    1e-8 eV). (`evaluate_bands` with a k-path engine: tests/nnh_train/test_nnh_bands.py.)"""
+    from fastqmd.nnh import bands as B
+
+    prim = bulk("Cu", "fcc", a=3.61)
+    eng = GPAWLCAOEngine(grid_spacing_A=0.3)
+    ref, mu_sc, _ = B.reference_unfolded(eng, prim, 2)
+    eps, mu = eng.band_structure(prim, ref.kpts, (2, 2, 2), gpts=(6, 6, 6))
+    assert mu == pytest.approx(mu_sc, abs=1e-6)
+    for ik in range(len(ref.kpts)):
+        levels = ref.levels(ik)
+        assert len(levels) == CU_ORBITALS
+        assert np.abs(levels - eps[ik]).max() < 1e-6, (ref.kpts[ik], levels - eps[ik])
+    # a different grid is a different (egg-box) calculation: the test above would see it
+    eps8, _ = eng.band_structure(prim, ref.kpts[:1], (2, 2, 2), gpts=(8, 8, 8))
+    assert np.abs(eps8[0] - eps[0]).max() > 1e-3

@@ -1,4 +1,4 @@
-"""The NNH energy model: E(R) = Ω[H_θ(R), S(R)] + E_rep,φ(R) + Σ_i e_{Z_i}, with forces and stress by autograd.
+"""The NNH energy model: E(R) = Ω[H_θ(R) (+ H⁰(R)), S(R)] + E_rep,φ(R) + Σ_i e_{Z_i}, with forces and stress by autograd.
 
 In:  a `Frame` (element symbols, k-points [nk, 3] fractional with weights [nk]) and torch positions [N, 3] Å,
      cell [3, 3] Å (rows; zeros for molecules) in float64, plus a `Graph` (`EnergyModel.graph`, or none: then
@@ -14,6 +14,8 @@ S comes through one seam, `fastqmd.nnh.overlap.OverlapProvider` (config `overlap
 PySCF overlap ("exact", `ExactS`, exact dS/dR; PySCF datasets), tblite's exact overlap from radial tables
 ("table", `TabulatedS`; tblite datasets) or the learned two-centre head ("learned", `LearnedS`). S is
 Cholesky-factored once per forward (the positive-definiteness check) and the factor goes on to the free energy.
+An optional exact baseline H⁰(R) (config `h_baseline`, `fastqmd.nnh.core_baseline`: T + V_nuc [+ J of neutral
+atoms], PySCF molecules) is added to the network's H, so the network learns only the rest.
 The H network, learned S head and E_rep share one graph built at the largest of their cutoffs (+ an optional
 skin): every term is multiplied by its polynomial envelope, so edges beyond a term's own cutoff add exactly zero.
 The tabulated S reaches much further (Cu GFN1: 14.5 Å) and takes its own graph from the same `GraphCache`.
@@ -33,6 +35,7 @@ from fastqmd.config import FrozenModel
 from fastqmd.electronic import Spectrum, free_energy
 from fastqmd.errors import InputError
 from fastqmd.nnh.blocks import to_kspace
+from fastqmd.nnh.core_baseline import CoreBaselineProvider
 from fastqmd.nnh.exact_overlap import ExactS
 from fastqmd.nnh.graph import Graph, GraphCache, build_graph
 from fastqmd.nnh.model import NNHConfig, NNHModel
@@ -63,6 +66,14 @@ class LearnedOverlap(FrozenModel):
     s: OverlapConfig
 
 
+class CoreBaseline(FrozenModel):
+    """H⁰(R) added to the network's H (`fastqmd.nnh.core_baseline`): T + V_nuc ("core"), + the Hartree matrix of
+    neutral atoms ("core+hartree"), from PySCF integrals in `pyscf_basis` (molecular PySCF datasets)."""
+
+    kind: Literal["core", "core+hartree"]
+    pyscf_basis: str
+
+
 OverlapSpec = Annotated[ExactOverlap | TableOverlap | LearnedOverlap, Field(discriminator="kind")]
 _FLAT_OVERLAP_KEYS = {"exact": "pyscf_basis", "table": "table", "learned": "s"}  # model files before the union
 
@@ -82,6 +93,7 @@ class EnergyModelConfig(FrozenModel):
     valence_electrons: dict[str, float]
     reference_energies: dict[str, float] = {}  # eV per atom of each element
     s_grad_from_energy: bool = True  # False: E/F/H losses do not move a learned S head (it learns from L_S only)
+    h_baseline: CoreBaseline | None = None  # H = H_θ + H⁰(R): the network learns only the rest
 
     @model_validator(mode="before")
     @classmethod
@@ -152,6 +164,8 @@ class EnergyModel(torch.nn.Module):
         else:
             self.overlap = ExactS(ov.pyscf_basis)
         self.rep = Repulsion(config.repulsion)
+        b = config.h_baseline
+        self.baseline = CoreBaselineProvider(b.pyscf_basis, b.kind) if b is not None else None
 
     @property
     def s_grad_from_energy(self) -> bool:
@@ -196,6 +210,16 @@ class EnergyModel(torch.nn.Module):
         return build_graph(list(symbols), np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64),
                            pbc, self.cutoff + skin, self.species, self.h.layout.n_orbitals)
 
+    def hamiltonian(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
+        """H(k) = H_θ(k) + H⁰(R) [nk, nao, nao] eV, float64/complex128 (H⁰ = 0 without `h_baseline`)."""
+        dt = self.dtype
+        kpts = torch.as_tensor(frame.kpoints, dtype=dt, device=positions.device)
+        H = to_kspace(self.h(positions.to(dt), cell.to(dt), graph), graph, kpts)
+        H = H.to(torch.complex128 if H.is_complex() else torch.float64)
+        if self.baseline is not None:
+            H = H + self.baseline(frame.symbols, positions).to(H.dtype)
+        return H
+
     def forward(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph | None = None) -> EnergyParts:
         """E = Ω[H(k), S(k)] + E_rep + Σ e_Z at the frame's k-points (module docstring)."""
         if graph is None:
@@ -203,10 +227,8 @@ class EnergyModel(torch.nn.Module):
                                     cell.detach().cpu().numpy(), self.cutoff, device=positions.device)
         dt = self.dtype
         p, c = positions.to(dt), cell.to(dt)
-        kpts = torch.as_tensor(frame.kpoints, dtype=torch.float64, device=positions.device)
         kw = torch.as_tensor(frame.kweights, dtype=torch.float64, device=positions.device)
-        H = to_kspace(self.h(p, c, graph), graph, kpts.to(dt))
-        H = H.to(torch.complex128 if H.is_complex() else torch.float64)
+        H = self.hamiltonian(frame, positions, cell, graph)
         S = self.overlap(frame, positions, cell, graph)  # [nk, nao, nao] float64/complex128
         if S.is_complex() and not H.is_complex():
             H = H.to(torch.complex128)

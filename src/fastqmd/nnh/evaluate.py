@@ -13,7 +13,8 @@ Out: metrics (dict, written as JSON), streamed sample by sample (running sums; m
   stored k-points, reference solid red vs model dashed black.
 With `bands` (e.g. "fcc-Cu:4", `fastqmd.nnh.bands.parse_crystal`; the study's Fig. 3): bands.png is the band
 structure of the perfect crystal along its high-symmetry path, model dashed black vs the dataset's reference
-engine unfolded from the Γ point of the n×n×n supercell (red markers), the "bands" entry of the JSON holds the
+engine along the path from its n×n×n-mesh density where it has k-points (GPAW: solid red) or unfolded from the Γ
+point of the n×n×n supercell (Γ-only engines: red markers), the "bands" entry of the JSON holds the
 band MAE and Fermi levels (`fastqmd.nnh.bands.evaluate_bands`), and the stored-k figure moves to levels.png.
 Units: eV, Å; 1 Eh = `fastqmd.units.HARTREE_EV` eV.
 """
@@ -200,23 +201,25 @@ def plot(metrics: dict, arrays: dict, out_dir: Path, levels_name: str = "bands.p
 
 
 def reference_engine(dataset: Path):
-    """The dataset's reference engine rebuilt from its header (engine name + settings), Γ point only."""
+    """The dataset's reference engine rebuilt from its header (engine name + settings), Γ point only (an engine
+    with k-points, GPAW, computes its k-path bands on its own mesh: `fastqmd.nnh.bands.evaluate_bands`)."""
     from fastqmd.data.store import read_header
     from fastqmd.reference.config import build_engine, parse_engine_config
 
     from fastqmd.errors import InputError
-    from fastqmd.reference.config import PySCFMolConfig, PySCFPBCConfig, TBLiteConfig
+    from fastqmd.reference.config import GPAWLCAOConfig, PySCFMolConfig, PySCFPBCConfig, TBLiteConfig
 
     header = read_header(Path(dataset))
     data = {"kind": header.engine}
-    kinds = [c.model_fields["kind"].default for c in (PySCFMolConfig, PySCFPBCConfig, TBLiteConfig)]
+    kinds = [c.model_fields["kind"].default for c in (PySCFMolConfig, PySCFPBCConfig, TBLiteConfig, GPAWLCAOConfig)]
     if header.engine not in kinds:
         raise InputError(f"--bands rebuilds the dataset's reference engine, but {dataset} was made by "
                          f"'{header.engine}' (known: {', '.join(kinds)})")
     probe = parse_engine_config(data)
     data.update({k: v for k, v in header.settings.items() if k in type(probe).model_fields and k != "kind"})
-    if "kmesh" in data:
-        data["kmesh"] = (1, 1, 1)  # the unfolding needs the supercell at Γ
+    for key in ("kmesh", "kpts"):
+        if key in data:
+            data[key] = (1, 1, 1)  # the unfolding needs the supercell at Γ (a k-path engine takes its own mesh)
     return build_engine(parse_engine_config(data))
 
 
@@ -244,8 +247,9 @@ def evaluate_files(model_path: Path, dataset: Path, out_dir: Path, device: str =
         prim, n = parse_crystal(bands)
         bm, barr = evaluate_bands(model, prim, n, engine)
         metrics["bands"] = {"spec": bands, **bm}
-        plot_bands(barr, out_dir / "bands.png", title=f"{bands}: reference unfolded from the {n}×{n}×{n} supercell "
-                   f"(Γ); band MAE {1e3 * bm['mae_eV']:.3g} meV")
+        how = (f"reference k-path from the {n}×{n}×{n}-mesh density" if bm["reference"] == "k-path" else
+               f"reference unfolded from the {n}×{n}×{n} supercell (Γ)")
+        plot_bands(barr, out_dir / "bands.png", title=f"{bands}: {how}; band MAE {1e3 * bm['mae_eV']:.3g} meV")
         files.append(out_dir / "bands.png")
     (out_dir / "evaluation.json").write_text(json.dumps(metrics, indent=1))
     return metrics, [out_dir / "evaluation.json", *files]

@@ -23,6 +23,7 @@ torchrun: `fastqmd.training.loop`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from fastqmd.errors import InputError
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.checkpoint import CHECKPOINT_FORMAT, save_model
 from fastqmd.nnh.energy import (
+    CoreBaseline,
     EnergyModel,
     EnergyModelConfig,
     ExactOverlap,
@@ -88,6 +90,9 @@ class ModelSpec(FrozenModel):
     repulsion_cutoff: PositiveFloat = 4.0
     repulsion_many_body: bool = True
     energy_mode: Literal["mermin", "band"] = "mermin"
+    # exact baseline H⁰(R) under the network (fastqmd.nnh.core_baseline; molecular PySCF datasets): "core" = T + V_nuc,
+    # "core+hartree" = T + V_nuc + J[neutral atoms]; the network, its output statistics and σ_c see H − H⁰
+    h_baseline: Literal["none", "core", "core+hartree"] = "none"
 
 
 class LossWeights(FrozenModel):
@@ -132,6 +137,12 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
     A learned S head is trained by L_S alone (`s_grad_from_energy` False, saved with the model)."""
     m = cfg.model
     species = sorted(basis)
+    baseline = None
+    if m.h_baseline != "none":
+        if engine != "pyscf-mol" or not settings.get("basis"):
+            raise InputError(f"model.h_baseline {m.h_baseline!r} needs a molecular PySCF dataset (pyscf-mol; this one "
+                             f"is {engine!r})")
+        baseline = CoreBaseline(kind=m.h_baseline, pyscf_basis=settings["basis"])
     overlap = m.overlap if m.overlap != "auto" else ("exact" if engine.startswith("pyscf") else "table")
     if overlap == "exact" and not engine.startswith("pyscf"):
         raise InputError(f"overlap 'exact' needs a PySCF dataset (this one is {engine!r})")
@@ -160,7 +171,8 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
     val = valence_electrons(train, species, recorded_valence)
     eref = reference_energies(train, species, val, T, mode=m.energy_mode)
     return EnergyModelConfig(h=h, overlap=spec, repulsion=rep, energy_mode=m.energy_mode, electronic_temperature_K=T,
-                             valence_electrons=val, reference_energies=eref, s_grad_from_energy=False)
+                             valence_electrons=val, reference_energies=eref, s_grad_from_energy=False,
+                             h_baseline=baseline)
 
 
 def fit_repulsion(model: EnergyModel, targets: Sequence[Target], device, max_samples: int = 64,
@@ -287,6 +299,30 @@ def training_phase(w: LossWeights, step: int) -> str:
     return phase_at(nnh_phases(w), step)[1].name
 
 
+class _Residual(Sequence):
+    """`targets` with H replaced by H − H⁰(R) (H⁰ the model's baseline), read lazily."""
+
+    def __init__(self, model: EnergyModel, targets: Sequence[Target]):
+        self.model, self.targets = model, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        t = self.targets[i]
+        if t.H is None:
+            return t
+        H0 = self.model.baseline(t.frame.symbols, t.positions.to(torch.float64)).to(t.H.dtype)
+        return dataclasses.replace(t, H=t.H - H0)
+
+
+def residual_targets(model: EnergyModel, targets: Sequence[Target]) -> Sequence[Target]:
+    """What the network learns: the targets themselves, or H − H⁰ when the model has an `h_baseline`."""
+    return targets if model.baseline is None else _Residual(model, targets)
+
+
 # ------------------------------------------------------------------ loss
 
 class LossModule(torch.nn.Module):
@@ -313,9 +349,7 @@ class LossModule(torch.nn.Module):
         need_f = w[1] > 0 and t.forces is not None
         H_ref = t.H.to(dev)
         if not need_f and w[2] == 0:  # H-only phase: no overlap, eigensolve or E_rep needed
-            m = self.model
-            kpts = torch.as_tensor(t.frame.kpoints, dtype=m.dtype, device=dev)
-            H = to_kspace(m.h(pos.to(m.dtype), t.cell.to(dev, m.dtype), g), g, kpts)
+            H = self.model.hamiltonian(t.frame, pos.detach(), t.cell.to(dev), g)  # no position gradient needed
             LH = ((H.to(H_ref.dtype) - H_ref).abs() / self.scales[self.hclass(t)]).pow(2).mean()
             zero = LH.new_zeros(())
             return torch.stack([LH, zero, zero, self.overlap_loss(t, g, pos) if self.learned_s
@@ -415,7 +449,7 @@ class NNHKind:
                 a = t.frame.symbols.index(s)
                 off = np.cumsum([0] + [model.h.layout.n_orbitals[x] for x in t.frame.symbols])
                 model.s.set_onsite_from_block(s, t.S[0].real[off[a]:off[a + 1], off[a]:off[a + 1]].numpy())
-        model.h.set_output_statistics(*irrep_statistics(train, model.h))  # raw outputs O(1); resume reloads
+        model.h.set_output_statistics(*irrep_statistics(residual_targets(model, train), model.h))  # raw outputs O(1)
         return model
 
     def phases(self, cfg: TrainConfig) -> list[Phase]:
@@ -426,7 +460,7 @@ class NNHKind:
 
     def loss_module(self, cfg: TrainConfig, model: EnergyModel, train: TargetSet, device) -> LossModule:
         n_orb = model.h.layout.n_orbitals
-        return LossModule(model, orbital_pair_scales(train, model.species, n_orb), device)
+        return LossModule(model, orbital_pair_scales(residual_targets(model, train), model.species, n_orb), device)
 
     def validate(self, lm: LossModule, samples: Sequence[Target], weights: dict[str, float]) -> dict:
         return validate(lm, samples, weights)
