@@ -113,7 +113,7 @@ def power_law(x, y) -> dict:
 def metrics_of(ev: dict) -> dict:
     eig = ev.get("eigenvalue_mae_eV") or {}
     return {"n_samples": ev["n_samples"], "H_mae_uEh": ev["H_mae_uEh"], "H_mae_eV": ev["H_mae_eV"],
-            "orbital_energy_mae_uEh": {k: v / HARTREE_EV * 1e6 for k, v in eig.items()},
+            "orbital_energy_mae_uEh": {k: v / HARTREE_EV * 1e6 for k, v in eig.items() if v is not None},
             "force_mae_meV_per_A": 1e3 * ev["forces_eV_per_A"]["mae"],
             "energy_mae_meV_per_atom": ev.get("energy_mae_meV_per_atom"),
             "energy_mae_meV_per_atom_offset_removed": ev.get("energy_mae_meV_per_atom_offset")}
@@ -200,6 +200,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks" / "mlip_universal"))
     from measure import rotated_water_set
 
+    OOD.parent.mkdir(parents=True, exist_ok=True)
     rotated_water_set(OOD, [0.05] * 40, seed=2026, rotation_seed=9000)  # the side-by-side study's OOD set
     arms = {arm: evaluate_arm(arm) for arm in ARMS if (OUT / arm / "summary.json").exists()}
     long_name = f"{LONG['arm']}_long"
