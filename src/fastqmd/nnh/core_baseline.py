@@ -41,14 +41,14 @@ class CoreHamiltonian:
     def __init__(self, symbols: list[str], basis: str, kind: BaselineKind = "core"):
         from pyscf import gto, scf
 
+        from fastqmd.nnh.exact_overlap import placeholder_molecule
         from fastqmd.reference.pyscf_mol import pyscf_to_fastqmd_perm
 
         if kind not in ("core", "core+hartree"):
             raise ValueError(f"unknown H baseline {kind!r} (core, core+hartree)")
         self.symbols, self.kind = list(symbols), kind
-        atom = [(s, (0.0, 0.0, 1.5 * k)) for k, s in enumerate(self.symbols)]
         n_e = sum(gto.charge(s) for s in self.symbols)
-        self.mol = gto.M(atom=atom, basis=basis, unit="Angstrom", cart=False, verbose=0, spin=n_e % 2)
+        self.mol = placeholder_molecule(self.symbols, basis, spin=n_e % 2)
         self.perm = pyscf_to_fastqmd_perm(self.mol)
         self.ao_atom = self.mol.aoslice_by_atom()[:, 2:4]
         self.D0 = scf.hf.init_guess_by_atom(self.mol) if kind == "core+hartree" else None  # PySCF order

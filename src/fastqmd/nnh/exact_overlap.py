@@ -30,12 +30,19 @@ if TYPE_CHECKING:
     from fastqmd.nnh.graph import Graph
 
 
+def placeholder_molecule(symbols: list[str], basis: str, **kw):
+    """A PySCF `Mole` of `symbols` in `basis` at placeholder positions (callers set the geometry per call)."""
+    from pyscf import gto
+
+    atom = [(s, (0.0, 0.0, 1.5 * k)) for k, s in enumerate(symbols)]
+    return gto.M(atom=atom, basis=basis, unit="Angstrom", cart=False, verbose=0, **kw)
+
+
 class PySCFOverlap:
     """S(R) for a fixed list of elements and a PySCF basis name (molecule, or cell when `cell` is given)."""
 
     def __init__(self, symbols: list[str], basis: str, cell: np.ndarray | None = None,
                  kpts_frac: np.ndarray | None = None, precision: float = 1e-10):
-        from pyscf import gto
         from pyscf.pbc import gto as pgto
 
         from fastqmd.reference.pyscf_mol import pyscf_to_fastqmd_perm
@@ -43,7 +50,7 @@ class PySCFOverlap:
         self.symbols = list(symbols)
         atom = [(s, (0.0, 0.0, 1.5 * k)) for k, s in enumerate(self.symbols)]
         if cell is None:
-            self.mol = gto.M(atom=atom, basis=basis, unit="Angstrom", cart=False, verbose=0)
+            self.mol = placeholder_molecule(self.symbols, basis)
             self.kpts_frac = np.zeros((1, 3))
         else:
             c = pgto.Cell()
