@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from fastqmd.electronic import OverlapNotPositiveDefiniteError
-from fastqmd.nnh import check_positive_definite, to_kspace, to_real_space
+from fastqmd.nnh import (
+    Repulsion,
+    RepulsionConfig,
+    RepulsionNetworkConfig,
+    check_positive_definite,
+    to_kspace,
+    to_real_space,
+)
 from fastqmd.orbitals import orbital_rotation, random_rotation
 from fastqmd.testing import Transform, assert_equivariant, central_differences
 
@@ -153,3 +160,36 @@ def test_repulsion_is_smooth_at_cutoff_and_forces_match_fd(rep_model, crystal):
         fd = central_differences(lambda x: rep_model(torch.as_tensor(x), torch.tensor(cell), g), pos, 1e-5, idx)
     for i in idx:
         assert abs(fd[i] - float(grad[i])) <= FD_RTOL * max(1.0, abs(fd[i]))
+
+
+def test_repulsion_network_term_starts_at_zero_is_invariant_and_its_forces_match_fd(molecule, crystal):
+    cfg = RepulsionConfig(species=("H", "O"), cutoff=2.5, dtype="float64",
+                          network=RepulsionNetworkConfig(hidden_irreps="8x0e+4x1o+4x1e+2x2e", avg_num_neighbors=4.0))
+    plain = Repulsion(RepulsionConfig(species=("H", "O"), cutoff=2.5, dtype="float64"))
+    rep = Repulsion(cfg)
+    rep.load_state_dict({**rep.state_dict(), **plain.state_dict()})
+    symbols, pos = molecule
+    zero = np.zeros((3, 3))
+    E0 = float(energy(plain, symbols, pos, zero, False))
+    assert float(energy(rep, symbols, pos, zero, False)) == pytest.approx(E0, abs=1e-14)  # w = 0: the pair fit
+    with torch.no_grad():
+        for w in rep.network.readout_energy.weights:
+            w.normal_(generator=torch.Generator().manual_seed(3))
+    E_net = float(energy(rep, symbols, pos, zero, False)) - E0
+    assert abs(E_net) > 1e-3
+    R = random_rotation(11) * -1
+    assert_equivariant(lambda p, s: float(energy(rep, s, p, zero, False)), (pos, np.array(symbols)),
+                       ("positions", "per_atom"), "invariant", atol=1e-11,
+                       transform=Transform(R, np.full(3, 1.0), np.array([3, 5, 4, 0, 2, 1])))
+    symbols, pos, cell = crystal
+    g = model_graph(symbols, pos, cell, True, cfg.cutoff)
+    p = torch.tensor(pos, requires_grad=True)
+    (grad,) = torch.autograd.grad(rep(p, torch.tensor(cell), g), p)
+    idx = [(0, 0), (1, 1), (2, 2), (1, 0)]
+    with torch.no_grad():
+        fd = central_differences(lambda x: rep(torch.as_tensor(x), torch.tensor(cell), g), pos, 1e-5, idx)
+    for i in idx:
+        assert abs(fd[i] - float(grad[i])) <= FD_RTOL * max(1.0, abs(fd[i]))
+    theta = torch.zeros(3 * cfg.n_radial + 2, dtype=torch.float64)
+    rep.set_linear_parameters(theta)  # E_rep = Φ·θ exactly: the network's output is zeroed too
+    assert float(energy(rep, symbols, pos, cell, True)) == pytest.approx(0.0, abs=1e-14)

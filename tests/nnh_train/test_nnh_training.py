@@ -149,6 +149,32 @@ def test_phases_h_only_then_frozen_h_then_joint(tmp_path, water_h5):
     assert any(not torch.equal(s4[k], s6[k]) for k in h)  # joint phase moves H again
 
 
+def test_repulsion_network_learns_with_h_frozen_and_reloads(tmp_path, water_h5):
+    """model.repulsion_network: the atomic-network term of E_rep starts at zero (w = 0), learns from forces in the
+    "rep" phase while H stays frozen, takes ⟨n⟩ from the training set and reloads (weights_only) with it."""
+    from fastqmd.nnh.checkpoint import load, load_energy_model
+    from fastqmd.nnh.train import TrainConfig, train
+
+    net = dict(hidden_irreps="4x0e+2x1o+2x1e", n_layers=1, lmax=1, radial_hidden=8, n_scalars_embed=4,
+               readout_hidden=4)
+    cfg = TrainConfig(dataset=water_h5, output=tmp_path / "run", model={**TINY_MODEL, "repulsion_network": net},
+                      loss=dict(h_only_steps=2, rep_only_steps=3), split=dict(val_fraction=0, test_fraction=0),
+                      lr=1e-2, max_steps=5, batch_size=2, ema_decay=0.0, dtype="float64", progress=False,
+                      checkpoint_every=1)
+    train(cfg, stop_after=2)
+    s2 = load(tmp_path / "run" / "checkpoint.pt")["state"]
+    train(cfg)
+    s5 = load(tmp_path / "run" / "checkpoint.pt")["state"]
+    w = [k for k in s2 if k.startswith("rep.network.readout_energy.")]
+    assert w and all(float(s2[k].abs().max()) == 0.0 for k in w)  # still zero after the H-only phase
+    assert any(float(s5[k].abs().max()) > 0.0 for k in w)  # learned in the rep phase
+    assert all(torch.equal(s2[k], s5[k]) for k in s2 if k.startswith("h.") and s2[k].is_floating_point())
+    m = load_energy_model(tmp_path / "run" / "model.pt")
+    n = m.config.repulsion.network.avg_num_neighbors
+    assert 1.0 <= n <= 2.0, n  # water at 2.5 Å: every atom sees the other two (H–H ≈ 1.5 Å), sometimes fewer
+    assert m.rep.network.energy_scale == pytest.approx(0.5)
+
+
 def test_repulsion_least_squares_recovers_a_known_pair_potential(water_h5):
     """Plant a pair potential: targets E, F = model(θ*) exactly; fitting from θ = 0 must recover E_rep(θ*)."""
     from fastqmd.data.store import Dataset

@@ -89,6 +89,20 @@ def test_cosine_schedule_endpoints():
     assert learning_rate(51, cfg, 1.0) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
 
 
+def test_cosine_warm_restarts_start_each_segment_from_lr():
+    base = dict(dataset="d.h5", output="o", lr=1.0, max_steps=101)
+    plain = TrainerSettings(**base, schedule=dict(kind="cosine", warmup_steps=1, min_lr_ratio=0.1))
+    cfg = TrainerSettings(**base, schedule=dict(kind="cosine", warmup_steps=1, min_lr_ratio=0.1, restart_steps=[61]))
+    first = [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 1) / 60)) for s in range(1, 61)]  # [1, 61) to the floor
+    assert [learning_rate(s, cfg, 1.0) for s in range(1, 61)] == pytest.approx(first, abs=1e-15)
+    assert learning_rate(61, cfg, 1.0) == 1.0  # the restart
+    assert learning_rate(81, cfg, 1.0) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through [61, 101)
+    assert learning_rate(101, cfg, 1.0) == pytest.approx(0.1, abs=1e-15)
+    beyond = TrainerSettings(**base, schedule=dict(kind="cosine", warmup_steps=1, min_lr_ratio=0.1,
+                                                   restart_steps=[500]))
+    assert [learning_rate(s, beyond, 1.0) for s in range(102)] == [learning_rate(s, plain, 1.0) for s in range(102)]
+
+
 def test_n_train_takes_nested_subsets_and_keeps_val_test():
     """Learning curves: `split.n_train` trains on a prefix of the seeded order — the subsets are nested and the
     val/test lists do not move; more than the training set has is refused."""

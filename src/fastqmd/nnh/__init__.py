@@ -35,6 +35,7 @@ _EXPORTS = {
     "check_positive_definite": "overlap",
     "Repulsion": "repulsion",
     "RepulsionConfig": "repulsion",
+    "RepulsionNetworkConfig": "repulsion",
 }
 
 
@@ -55,6 +56,7 @@ __all__ = [
     "OverlapProvider",
     "Repulsion",
     "RepulsionConfig",
+    "RepulsionNetworkConfig",
     "TwoCentreOverlap",
     "build_graph",
     "check_positive_definite",

@@ -33,11 +33,13 @@ from torch import Tensor
 
 from fastqmd.config import FrozenModel
 from fastqmd.electronic import Spectrum, free_energy
+from fastqmd.electronic.free_energy import density_matrices, solve_spectrum
 from fastqmd.errors import InputError
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.core_baseline import CoreBaselineProvider
 from fastqmd.nnh.exact_overlap import ExactS
 from fastqmd.nnh.graph import Graph, GraphCache, build_graph
+from fastqmd.nnh.ks_functional import KSFunctional, PySCFKSProvider
 from fastqmd.nnh.model import NNHConfig, NNHModel
 from fastqmd.nnh.overlap import LearnedS, OverlapConfig, OverlapProvider, TwoCentreOverlap, check_positive_definite
 from fastqmd.nnh.repulsion import Repulsion, RepulsionConfig
@@ -87,7 +89,10 @@ class EnergyModelConfig(FrozenModel):
     h: NNHConfig
     overlap: OverlapSpec
     repulsion: RepulsionConfig
-    energy_mode: Literal["mermin", "band"] = "mermin"
+    # "ks": E = E_KS[P(H, S)] of the reference functional (`fastqmd.nnh.ks_functional`, PySCF molecules, kT = 0),
+    # no E_rep and no fitted constants
+    energy_mode: Literal["mermin", "band", "ks"] = "mermin"
+    ks_functional: KSFunctional | None = None
     electronic_temperature_K: float
     spin_factor: float = 2.0
     valence_electrons: dict[str, float]
@@ -120,6 +125,10 @@ class EnergyModelConfig(FrozenModel):
         basis = getattr(self.overlap, inner).basis if inner else self.h.basis
         if {k: tuple(v) for k, v in basis.items()} != self.h.basis:
             raise ValueError(f"overlap basis {basis} differs from the H model's {self.h.basis}")
+        if (self.energy_mode == "ks") != (self.ks_functional is not None):
+            raise ValueError("energy_mode 'ks' and ks_functional go together")
+        if self.energy_mode == "ks" and (self.electronic_temperature_K > 0 or self.overlap.kind != "exact"):
+            raise ValueError("energy_mode 'ks' needs unsmeared data (kT = 0) and the exact PySCF overlap")
         return self
 
 
@@ -166,6 +175,7 @@ class EnergyModel(torch.nn.Module):
         self.rep = Repulsion(config.repulsion)
         b = config.h_baseline
         self.baseline = CoreBaselineProvider(b.pyscf_basis, b.kind) if b is not None else None
+        self.ks = PySCFKSProvider(config.ks_functional) if config.ks_functional is not None else None
 
     @property
     def s_grad_from_energy(self) -> bool:
@@ -233,9 +243,18 @@ class EnergyModel(torch.nn.Module):
         if S.is_complex() and not H.is_complex():
             H = H.to(torch.complex128)
         L = check_positive_definite(S)  # the one factorization of S in this forward (and its backward)
+        n_e, g = self.n_electrons(frame.symbols), self.config.spin_factor
+        if self.ks is not None:  # E_KS at the density matrix of H: variational, no E_rep
+            if any(frame.pbc):
+                raise InputError("this NNH model's energy_mode 'ks' (a molecular PySCF functional) treats molecules "
+                                 "only; the structure is periodic")
+            spectrum = solve_spectrum(H, S, kw, n_e, self.kT, g, L)
+            P = density_matrices(H, S, kw, n_e, self.kT, g, spectrum=spectrum)[0][0]
+            E = self.ks(frame.symbols, P, positions)
+            return EnergyParts(E, E, torch.zeros_like(E), H, S, spectrum)
         sink: dict = {}
-        omega = free_energy(H, S, kw, n_electrons=self.n_electrons(frame.symbols), kT=self.kT,
-                            spin_factor=self.config.spin_factor, mode=self.config.energy_mode, sink=sink, cholesky=L)
+        omega = free_energy(H, S, kw, n_electrons=n_e, kT=self.kT, spin_factor=g, mode=self.config.energy_mode,
+                            sink=sink, cholesky=L)
         e_rep = self.rep(p, c, graph).to(torch.float64)
         E = omega + e_rep + self.reference_energy(frame.symbols)
         return EnergyParts(E, omega, e_rep, H, S, sink["spectrum"])

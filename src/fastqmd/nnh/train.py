@@ -48,9 +48,10 @@ from fastqmd.nnh.energy import (
     TableOverlap,
     energy_forces,
 )
+from fastqmd.nnh.ks_functional import KSFunctional
 from fastqmd.nnh.model import NNHConfig
 from fastqmd.nnh.overlap import OverlapConfig
-from fastqmd.nnh.repulsion import RepulsionConfig
+from fastqmd.nnh.repulsion import RepulsionConfig, RepulsionNetworkConfig
 from fastqmd.nnh.tblite_overlap import tblite_table_config
 from fastqmd.nnh.targets import (
     Target,
@@ -89,7 +90,12 @@ class ModelSpec(FrozenModel):
     overlap_cutoff: PositiveFloat | None = None  # default: cutoff
     repulsion_cutoff: PositiveFloat = 4.0
     repulsion_many_body: bool = True
-    energy_mode: Literal["mermin", "band"] = "mermin"
+    # an atomic-network term in E_rep (`fastqmd.nnh.repulsion`, study c); its avg_num_neighbors defaults to the
+    # training set's mean neighbour count at repulsion_cutoff
+    repulsion_network: RepulsionNetworkConfig | None = None
+    # "ks": E = E_KS[P(H, S)] of the dataset's own functional (`fastqmd.nnh.ks_functional`; molecular PySCF data,
+    # unsmeared): learns from L_H alone (loss.beta_F = loss.gamma_E = 0), no E_rep
+    energy_mode: Literal["mermin", "band", "ks"] = "mermin"
     # exact baseline H⁰(R) under the network (fastqmd.nnh.core_baseline; molecular PySCF datasets): "core" = T + V_nuc,
     # "core+hartree" = T + V_nuc + J[neutral atoms]; the network, its output statistics and σ_c see H − H⁰
     h_baseline: Literal["none", "core", "core+hartree"] = "none"
@@ -165,14 +171,28 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
         if not settings.get("basis"):
             raise InputError(f"overlap 'exact' needs the dataset's PySCF basis (settings of {engine!r}: {settings})")
         spec = ExactOverlap(pyscf_basis=settings["basis"])
+    net = m.repulsion_network
+    if net is not None and "avg_num_neighbors" not in net.model_fields_set:
+        net = net.model_copy(update={"avg_num_neighbors": mean_neighbors(train, m.repulsion_cutoff, species, n_orb)})
     rep = RepulsionConfig(species=tuple(species), cutoff=m.repulsion_cutoff, n_radial=m.n_radial,
-                          many_body=m.repulsion_many_body, dtype=cfg.dtype)
+                          many_body=m.repulsion_many_body, network=net, dtype=cfg.dtype)
     T = temperature_K(train)
     val = valence_electrons(train, species, recorded_valence)
-    eref = reference_energies(train, species, val, T, mode=m.energy_mode)
+    ks = ks_functional_of(engine, settings, T, overlap) if m.energy_mode == "ks" else None
+    eref = {} if ks else reference_energies(train, species, val, T, mode=m.energy_mode)
     return EnergyModelConfig(h=h, overlap=spec, repulsion=rep, energy_mode=m.energy_mode, electronic_temperature_K=T,
                              valence_electrons=val, reference_energies=eref, s_grad_from_energy=False,
-                             h_baseline=baseline)
+                             h_baseline=baseline, ks_functional=ks)
+
+
+def ks_functional_of(engine: str, settings: dict, T_K: float, overlap: str) -> KSFunctional:
+    """The dataset's own KS functional for `energy_mode: ks`; InputError (one line) where there is none."""
+    if engine != "pyscf-mol" or T_K > 0 or settings.get("spin", 0) != 0 or overlap != "exact":
+        raise InputError(f"model.energy_mode 'ks' needs unsmeared closed-shell molecular PySCF data with the exact "
+                         f"overlap (this dataset: {engine!r}, {T_K:g} K, spin {settings.get('spin', 0)}, overlap "
+                         f"{overlap!r})")
+    return KSFunctional(xc=settings["xc"], pyscf_basis=settings["basis"], grid_level=settings.get("grid_level", 3),
+                        charge=settings.get("charge", 0))
 
 
 def fit_repulsion(model: EnergyModel, targets: Sequence[Target], device, max_samples: int = 64,
@@ -425,6 +445,9 @@ class NNHKind:
         if cfg.model.energy_mode == "band" and cfg.loss.beta_F > 0:
             raise InputError("energy_mode 'band' (E = Σ f ε) has no second derivative, so it cannot be trained with "
                              "a force loss; use energy_mode 'mermin' or loss.beta_F: 0")
+        if cfg.model.energy_mode == "ks" and (cfg.loss.beta_F > 0 or cfg.loss.gamma_E > 0):
+            raise InputError("energy_mode 'ks' learns H alone (its energy and forces follow from E_KS[P(H)]): set "
+                             "loss.beta_F: 0 and loss.gamma_E: 0")
 
     def samples(self, cfg: TrainConfig) -> TargetSet:
         out = TargetSet(cfg.dataset)
@@ -455,7 +478,8 @@ class NNHKind:
     def phases(self, cfg: TrainConfig) -> list[Phase]:
         s_hook = Hook("s_pretrain", partial(_s_pretrain_hook, cfg), writes=("s.",)) \
             if cfg.model.overlap == "learned" else None
-        rep_hook = Hook("repulsion_fit", _repulsion_fit_hook, writes=("rep.",)) if cfg.loss.fit_repulsion else None
+        rep_hook = Hook("repulsion_fit", _repulsion_fit_hook, writes=("rep.",)) \
+            if cfg.loss.fit_repulsion and cfg.model.energy_mode != "ks" else None  # ks: no E_rep
         return nnh_phases(cfg.loss, s_hook, rep_hook)
 
     def loss_module(self, cfg: TrainConfig, model: EnergyModel, train: TargetSet, device) -> LossModule:

@@ -24,6 +24,9 @@ class Schedule(FrozenModel):
     kind: Literal["cosine", "plateau", "constant"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)  # cosine floor
+    # cosine warm restarts: the decay starts again from lr at each of these steps (e.g. where a new training phase
+    # with parameters fresh to learning begins: E_rep after a long H-only phase)
+    restart_steps: tuple[PositiveInt, ...] = ()
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: PositiveInt = 3  # validations without improvement
 

@@ -67,11 +67,15 @@ def global_batch(step: int, n_train: int, batch_size: int, seed: int) -> list[in
 
 
 def cosine_lr(step: int, cfg: TrainerSettings) -> float:
-    """lr·min(1, (step+1)/warmup) · [r + (1 − r)(1 + cos(π·p))/2], p = progress after warmup, r = min_lr_ratio."""
+    """lr·min(1, (step+1)/warmup) · [r + (1 − r)(1 + cos(π·p))/2], r = min_lr_ratio, p = progress through the
+    current segment [a, b): the segments run from the end of warmup to max_steps, cut at `restart_steps`."""
     s = cfg.schedule
     if s.warmup_steps and step < s.warmup_steps:
         return cfg.lr * (step + 1) / s.warmup_steps
-    p = (step - s.warmup_steps) / max(1, cfg.max_steps - s.warmup_steps)
+    cuts = sorted({s.warmup_steps, *(r for r in s.restart_steps if s.warmup_steps < r < cfg.max_steps)})
+    a = max(c for c in cuts if c <= step)
+    b = min([c for c in cuts if c > step] + [cfg.max_steps])
+    p = (step - a) / max(1, b - a)
     return cfg.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
