@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from nnh_tiny_models import tiny_model
 
 from fastqmd.nnh.core_baseline import CoreHamiltonian
 from fastqmd.testing import check_gradient
@@ -76,21 +77,6 @@ def test_hartree_of_neutral_atoms_screens_the_nuclei():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="core, core\\+hartree"):
         CoreHamiltonian(["H", "H"], "sto-3g", "hartree")
-
-
-def tiny_model(baseline):
-    from fastqmd.nnh import NNHConfig, RepulsionConfig
-    from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig
-
-    basis = {"O": (0, 0, 1), "H": (0,)}
-    h = NNHConfig(basis=basis, cutoff=3.0, hidden_irreps="8x0e+4x1o+4x1e+2x2e", n_layers=1, radial_hidden=8,
-                  n_scalars_embed=8, n_radial=4, avg_num_neighbors=2, dtype="float64")
-    torch.manual_seed(0)
-    return EnergyModel(EnergyModelConfig(
-        h=h, overlap={"kind": "exact", "pyscf_basis": "sto-3g"},
-        repulsion=RepulsionConfig(species=("H", "O"), cutoff=2.5, dtype="float64"), electronic_temperature_K=300.0,
-        valence_electrons={"O": 8.0, "H": 1.0},
-        h_baseline=None if baseline is None else {"kind": baseline, "pyscf_basis": "sto-3g"}))
 
 
 def test_model_with_baseline_adds_it_and_keeps_forces_exact():

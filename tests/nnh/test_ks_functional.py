@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from nnh_tiny_models import tiny_model
 
 from fastqmd.nnh.ks_functional import KSFunctional, PySCFKS, with_ks_energy
 
@@ -44,18 +45,7 @@ def test_ks_energy_at_the_scf_density_is_the_reference_and_its_fock_matrix_is_h(
 
 
 def tiny_ks_model():
-    from fastqmd.nnh import NNHConfig, RepulsionConfig
-    from fastqmd.nnh.energy import EnergyModel, EnergyModelConfig
-
-    basis = {"O": (0, 0, 1), "H": (0,)}
-    h = NNHConfig(basis=basis, cutoff=3.0, hidden_irreps="8x0e+4x1o+4x1e+2x2e", n_layers=1, radial_hidden=8,
-                  n_scalars_embed=8, n_radial=4, avg_num_neighbors=2, dtype="float64")
-    torch.manual_seed(0)
-    return EnergyModel(EnergyModelConfig(
-        h=h, overlap={"kind": "exact", "pyscf_basis": "sto-3g"},
-        repulsion=RepulsionConfig(species=("H", "O"), cutoff=2.5, dtype="float64"), electronic_temperature_K=0.0,
-        valence_electrons={"O": 8.0, "H": 1.0}, h_baseline={"kind": "core+hartree", "pyscf_basis": "sto-3g"},
-        energy_mode="ks", ks_functional=SPEC))
+    return tiny_model("core+hartree", electronic_temperature_K=0.0, energy_mode="ks", ks_functional=SPEC)
 
 
 def test_ks_model_forces_are_minus_the_gradient_and_rotate_with_the_molecule():

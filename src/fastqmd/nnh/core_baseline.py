@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fastqmd.nnh.exact_overlap import cached_operator
 from fastqmd.units import BOHR_ANG, HARTREE_EV
 
 BaselineKind = Literal["core", "core+hartree"]
@@ -130,12 +131,8 @@ class CoreBaselineProvider:
 
     def operator(self, symbols) -> CoreHamiltonian:
         key = tuple(symbols)
-        op = self._cache.get(key)
-        if op is None:
-            if len(self._cache) > self.max_cached:
-                self._cache.clear()
-            op = self._cache[key] = CoreHamiltonian(list(key), self.basis, self.kind)
-        return op
+        return cached_operator(self._cache, key, lambda: CoreHamiltonian(list(key), self.basis, self.kind),
+                               self.max_cached)
 
     def __call__(self, symbols, positions: Tensor) -> Tensor:
         return self.operator(symbols)(positions.to(torch.float64))[None]

@@ -38,6 +38,17 @@ def placeholder_molecule(symbols: list[str], basis: str, **kw):
     return gto.M(atom=atom, basis=basis, unit="Angstrom", cart=False, verbose=0, **kw)
 
 
+def cached_operator(cache: dict, key, make, max_cached: int):
+    """cache[key], built by make() on a miss; the cache is emptied when it holds more than max_cached operators
+    (PySCF builds per element list / cell: the S, H⁰ and E_KS providers)."""
+    op = cache.get(key)
+    if op is None:
+        if len(cache) > max_cached:
+            cache.clear()
+        op = cache[key] = make()
+    return op
+
+
 class PySCFOverlap:
     """S(R) for a fixed list of elements and a PySCF basis name (molecule, or cell when `cell` is given)."""
 
@@ -131,14 +142,9 @@ class ExactS:
         periodic = any(frame.pbc)
         key = (frame.symbols, periodic, np.asarray(cell).tobytes() if periodic else b"",
                np.asarray(frame.kpoints).tobytes())
-        op = self._cache.get(key)
-        if op is None:
-            if len(self._cache) > self.max_cached:
-                self._cache.clear()
-            op = PySCFOverlap(list(frame.symbols), self.basis, cell=cell if periodic else None,
-                              kpts_frac=np.asarray(frame.kpoints) if periodic else None)
-            self._cache[key] = op
-        return op
+        return cached_operator(self._cache, key, lambda: PySCFOverlap(
+            list(frame.symbols), self.basis, cell=cell if periodic else None,
+            kpts_frac=np.asarray(frame.kpoints) if periodic else None), self.max_cached)
 
     def __call__(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph | None = None) -> Tensor:
         S = self.operator(frame, cell.detach().cpu().numpy().astype(np.float64))(positions)

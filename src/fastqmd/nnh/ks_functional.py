@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from fastqmd.config import FrozenModel
+from fastqmd.nnh.exact_overlap import cached_operator, placeholder_molecule
 from fastqmd.units import BOHR_ANG, HARTREE_EV
 
 
@@ -48,20 +49,17 @@ class PySCFKS:
     """E_KS[P](R), F[P] and ∂E/∂R|_P for one molecule's elements (PySCF RKS at the model's geometry)."""
 
     def __init__(self, symbols: list[str], spec: KSFunctional):
-        from fastqmd.nnh.exact_overlap import placeholder_molecule
-        from fastqmd.reference.pyscf_mol import pyscf_to_fastqmd_perm
+        from fastqmd.reference.pyscf_mol import PySCFMolEngine, pyscf_to_fastqmd_perm
 
         self.spec = spec
+        self.engine = PySCFMolEngine(xc=spec.xc, basis=spec.pyscf_basis, charge=spec.charge,
+                                     grid_level=spec.grid_level)  # the reference's own mean-field set-up
         self.mol = placeholder_molecule(list(symbols), spec.pyscf_basis, charge=spec.charge)
         self.perm = pyscf_to_fastqmd_perm(self.mol)
 
     def _mf(self, positions_A: np.ndarray):
-        from pyscf import dft
-
         self.mol.set_geom_(positions_A, unit="Angstrom")
-        mf = dft.RKS(self.mol)
-        mf.xc, mf.grids.level, mf.verbose = self.spec.xc, self.spec.grid_level, 0
-        return mf
+        return self.engine.build_scf(self.mol)
 
     def evaluate(self, P_fq: np.ndarray, positions_A: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """(E eV, F[P] [nao, nao] eV in fastqmd order, ∂E/∂R|_P [N, 3] eV/Å) at P (fastqmd order)."""
@@ -109,11 +107,7 @@ class PySCFKSProvider:
 
     def __call__(self, symbols, P: Tensor, positions: Tensor) -> Tensor:
         key = tuple(symbols)
-        op = self._cache.get(key)
-        if op is None:
-            if len(self._cache) >= self.max_cached:
-                self._cache.clear()
-            op = self._cache[key] = PySCFKS(list(key), self.spec)
+        op = cached_operator(self._cache, key, lambda: PySCFKS(list(key), self.spec), self.max_cached)
         return op(P.to(torch.float64), positions.to(torch.float64))
 
 
