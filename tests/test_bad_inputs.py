@@ -362,6 +362,12 @@ CASES = [
     Case("train-h-baseline-unknown", lambda t, s: ["train", yml(t, {"dataset": str(s.dataset()), "output": "tr",
                                                                     "model": {"h_baseline": "hartree"}})],
          "config key 'model.h_baseline'"),
+    Case("train-restart-step-not-positive", lambda t, s: ["train", yml(t, {"dataset": str(s.dataset()), "output": "tr",
+                                                                           "schedule": {"restart_steps": [0]}})],
+         "config key 'schedule.restart_steps.0'"),
+    Case("train-repulsion-network-unknown-key", lambda t, s: ["train", yml(t, {
+        "dataset": str(s.dataset()), "output": "tr", "model": {"repulsion_network": {"layers": 2}}})],
+         "config key 'model.repulsion_network.layers'"),
     Case("train-ks-with-force-loss", lambda t, s: ["train", yml(t, {"dataset": str(s.dataset()), "output": "tr",
                                                                     "model": {"energy_mode": "ks"}})],
          "energy_mode 'ks' learns H alone"),
