@@ -12,7 +12,8 @@ electrons per element, derived from the training data by `fastqmd.nnh.targets.va
 per-element reference energies fitted by least squares on the training set (constants: no force).
 S comes through one seam, `fastqmd.nnh.overlap.OverlapProvider` (config `overlap`, a union on `kind`): the exact
 PySCF overlap ("exact", `ExactS`, exact dS/dR; PySCF datasets), tblite's exact overlap from radial tables
-("table", `TabulatedS`; tblite datasets) or the learned two-centre head ("learned", `LearnedS`). S is
+("table", `TabulatedS`; tblite datasets), GPAW's exact PAW overlap from radial tables ("gpaw-table",
+`GPAWTabulatedS`; gpaw-lcao datasets) or the learned two-centre head ("learned", `LearnedS`). S is
 Cholesky-factored once per forward (the positive-definiteness check) and the factor goes on to the free energy.
 An optional exact baseline H⁰(R) (config `h_baseline`, `fastqmd.nnh.core_baseline`: T + V_nuc [+ J of neutral
 atoms], PySCF molecules) is added to the network's H, so the network learns only the rest.
@@ -38,6 +39,7 @@ from fastqmd.errors import InputError
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.core_baseline import CoreBaselineProvider
 from fastqmd.nnh.exact_overlap import ExactS
+from fastqmd.nnh.gpaw_overlap import GPAWTableConfig, GPAWTabulatedOverlap, GPAWTabulatedS
 from fastqmd.nnh.graph import Graph, GraphCache, build_graph
 from fastqmd.nnh.ks_functional import KSFunctional, PySCFKSProvider
 from fastqmd.nnh.model import NNHConfig, NNHModel
@@ -61,6 +63,13 @@ class TableOverlap(FrozenModel):
     table: TableConfig
 
 
+class GPAWTableOverlap(FrozenModel):
+    """GPAW's LCAO overlap (pseudo-orbital + PAW projector terms) from radial spline tables (gpaw-lcao datasets)."""
+
+    kind: Literal["gpaw-table"] = "gpaw-table"
+    table: GPAWTableConfig
+
+
 class LearnedOverlap(FrozenModel):
     """The learned two-centre S head."""
 
@@ -76,7 +85,7 @@ class CoreBaseline(FrozenModel):
     pyscf_basis: str
 
 
-OverlapSpec = Annotated[ExactOverlap | TableOverlap | LearnedOverlap, Field(discriminator="kind")]
+OverlapSpec = Annotated[ExactOverlap | TableOverlap | GPAWTableOverlap | LearnedOverlap, Field(discriminator="kind")]
 _FLAT_OVERLAP_KEYS = {"exact": "pyscf_basis", "table": "table", "learned": "s"}  # model files before the union
 
 
@@ -121,7 +130,7 @@ class EnergyModelConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _same_basis(self) -> EnergyModelConfig:
-        inner = {"learned": "s", "table": "table"}.get(self.overlap.kind)  # the exact S takes the dataset's basis
+        inner = {"learned": "s", "table": "table", "gpaw-table": "table"}.get(self.overlap.kind)  # the exact S takes the dataset's basis
         basis = getattr(self.overlap, inner).basis if inner else self.h.basis
         if {k: tuple(v) for k, v in basis.items()} != self.h.basis:
             raise ValueError(f"overlap basis {basis} differs from the H model's {self.h.basis}")
@@ -153,7 +162,7 @@ class EnergyParts:
 
 
 class EnergyModel(torch.nn.Module):
-    """H network + S provider (learned head | exact PySCF | tabulated tblite) + E_rep + per-element reference
+    """H network + S provider (learned head | exact PySCF | tabulated tblite | tabulated GPAW) + E_rep + per-element reference
     energies, and the one `GraphCache` (`graphs`) its terms and `NNHPotential` share."""
 
     def __init__(self, config: EnergyModelConfig):
@@ -170,6 +179,9 @@ class EnergyModel(torch.nn.Module):
         elif isinstance(ov, TableOverlap):
             self.s = TabulatedOverlap(ov.table)
             self.overlap = TabulatedS(self.s, self.graphs)
+        elif isinstance(ov, GPAWTableOverlap):
+            self.s = GPAWTabulatedOverlap(ov.table)
+            self.overlap = GPAWTabulatedS(self.s, self.graphs)
         else:
             self.overlap = ExactS(ov.pyscf_basis)
         self.rep = Repulsion(config.repulsion)

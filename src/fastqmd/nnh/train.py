@@ -44,10 +44,12 @@ from fastqmd.nnh.energy import (
     EnergyModel,
     EnergyModelConfig,
     ExactOverlap,
+    GPAWTableOverlap,
     LearnedOverlap,
     TableOverlap,
     energy_forces,
 )
+from fastqmd.nnh.gpaw_overlap import gpaw_table_config
 from fastqmd.nnh.ks_functional import KSFunctional
 from fastqmd.nnh.model import NNHConfig
 from fastqmd.nnh.overlap import OverlapConfig
@@ -86,7 +88,8 @@ class ModelSpec(FrozenModel):
     radial_hidden: PositiveInt = 32
     n_scalars_embed: PositiveInt = 16
     avg_num_neighbors: PositiveFloat | None = None  # default: mean neighbour count of the training set
-    overlap: Literal["auto", "exact", "learned", "table"] = "auto"  # auto: exact (PySCF), table (tblite datasets)
+    # auto: exact (PySCF), table (tblite and gpaw-lcao datasets: the engine's exact S from radial tables)
+    overlap: Literal["auto", "exact", "learned", "table"] = "auto"
     overlap_cutoff: PositiveFloat | None = None  # default: cutoff
     repulsion_cutoff: PositiveFloat = 4.0
     repulsion_many_body: bool = True
@@ -152,8 +155,8 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
     overlap = m.overlap if m.overlap != "auto" else ("exact" if engine.startswith("pyscf") else "table")
     if overlap == "exact" and not engine.startswith("pyscf"):
         raise InputError(f"overlap 'exact' needs a PySCF dataset (this one is {engine!r})")
-    if overlap == "table" and engine != "tblite":
-        raise InputError(f"overlap 'table' needs a tblite dataset (this one is {engine!r})")
+    if overlap == "table" and engine not in ("tblite", "gpaw-lcao"):
+        raise InputError(f"overlap 'table' needs a tblite or gpaw-lcao dataset (this one is {engine!r})")
     n_orb = {s: sum(2 * l + 1 for l in basis[s]) for s in species}
     avg = m.avg_num_neighbors or mean_neighbors(train, m.cutoff, species, n_orb)
     h = NNHConfig(basis=basis, cutoff=m.cutoff, hidden_irreps=m.hidden_irreps, n_layers=m.n_layers, lmax=m.lmax,
@@ -162,6 +165,12 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
     if overlap == "learned":
         spec = LearnedOverlap(s=OverlapConfig(basis=basis, cutoff=m.overlap_cutoff or m.cutoff, n_radial=m.n_radial,
                                               radial_hidden=m.radial_hidden, dtype=cfg.dtype))
+    elif overlap == "table" and engine == "gpaw-lcao":
+        gt = gpaw_table_config(species, xc=settings["xc"], basis_name=settings["basis"],
+                               setups=settings.get("setups") or {})
+        if gt.basis != {k: tuple(v) for k, v in basis.items()}:
+            raise InputError(f"dataset basis {basis} differs from GPAW {settings['basis']}'s {gt.basis}")
+        spec = GPAWTableOverlap(table=gt)
     elif overlap == "table":
         table = tblite_table_config(settings["method"], species)
         if table.basis != {k: tuple(v) for k, v in basis.items()}:
