@@ -38,9 +38,15 @@ from torch import Tensor
 from fastqmd.config import FrozenModel
 from fastqmd.nnh.blocks import BlockLayout, Blocks, symmetrize_offsite, to_kspace
 from fastqmd.nnh.graph import Graph, GraphCache, edge_vectors
-from fastqmd.nnh.irreps import two_centre_channels
 from fastqmd.nnh.radial import default_dtype
-from fastqmd.nnh.tblite_overlap import PROJECTION_TOL, radial_projection, spline_coefficients, spline_eval, switch
+from fastqmd.nnh.tblite_overlap import (
+    PROJECTION_TOL,
+    channel_indices,
+    radial_projection,
+    spline_coefficients,
+    spline_eval,
+    switch,
+)
 from fastqmd.units import BOHR_ANG
 
 if TYPE_CHECKING:
@@ -233,8 +239,7 @@ class GPAWTabulatedOverlap(torch.nn.Module):
             for a in range(ns):
                 for b in range(ns):
                     row = a if kind == "O" else ns + a
-                    pos, yidx, path = (torch.tensor(v, dtype=torch.long)
-                                       for v in two_centre_channels(self.layout.irreps[(row, b)]))
+                    pos, yidx, path = channel_indices(self.layout, row, b)
                     self.register_buffer(f"{kind}yidx_{a}_{b}", yidx)
                     self.register_buffer(f"{kind}path_{a}_{b}", path)
                     C = self.layout.coupling(row, b)[:, :, pos]
@@ -306,7 +311,6 @@ class GPAWTabulatedOverlap(torch.nn.Module):
         real = bool((kpts == 0).all())
         nk = kpts.shape[0]
         flat = positions.new_zeros(nk if not real else 1, nI * nao, dtype=torch.float64 if real else torch.complex128)
-        dS = positions.new_zeros(nI, nI)
         for a, s in enumerate(self.species):
             atoms = graph.node_groups[a]
             if atoms.numel() == 0:
@@ -317,9 +321,6 @@ class GPAWTabulatedOverlap(torch.nn.Module):
             B = getattr(self, f"onsite_P_{a}").expand(atoms.numel(), -1, -1)
             flat = flat.index_add(1, (rows * nao + cols).reshape(-1), B.reshape(1, -1).to(flat.dtype).expand(
                 flat.shape[0], -1))
-            for n in range(atoms.numel()):
-                i0 = int(poff[atoms[n]])
-                dS[i0:i0 + ni, i0:i0 + ni] = getattr(self, f"dS_{a}")
         for a in range(ns):
             for b in range(ns):
                 idx = graph.edge_groups[a][b]
@@ -336,6 +337,7 @@ class GPAWTabulatedOverlap(torch.nn.Module):
                     theta = 2 * torch.pi * (kpts @ graph.shifts[idx].to(kpts.dtype).T)  # [nk, E]
                     phase = torch.polar(torch.ones_like(theta), theta)
                     flat = flat.index_add(1, rc, (phase[:, :, None, None] * B.to(torch.complex128)).reshape(nk, -1))
+        dS = torch.block_diag(*(getattr(self, f"dS_{int(a)}") for a in species))  # atoms in order
         P = flat.view(-1, nI, nao)
         if real and nk > 1:
             P = P.expand(nk, nI, nao)

@@ -136,7 +136,7 @@ def tblite_table_config(method: str, species, tol: float = 1e-8, **kw) -> TableC
 # ------------------------------------------------------------------ tables
 
 
-def _channels(layout: BlockLayout, a: int, b: int) -> tuple[Tensor, Tensor, Tensor]:
+def channel_indices(layout: BlockLayout, a: int, b: int) -> tuple[Tensor, Tensor, Tensor]:
     """(pos, yidx, path) int64 tensors of the Y(r̂)-buildable channels of block (a, b) (see TwoCentreOverlap)."""
     pos, yidx, path = two_centre_channels(layout.irreps[(a, b)])
     return tuple(torch.tensor(v, dtype=torch.long) for v in (pos, yidx, path))
@@ -147,7 +147,7 @@ def radial_projection(B: Tensor, layout: BlockLayout, a: int, b: int, u: Tensor,
 
     x = Cᵀ B (irreps);  f_p = Σ_{k∈p} x_k Y_k(u) / Σ_{k∈p} Y_k(u)²;  residual = max |x − Y(u) f| over all channels.
     """
-    pos, yidx, path = _channels(layout, a, b)
+    pos, yidx, path = channel_indices(layout, a, b)
     x = layout.to_irreps(B, a, b)  # [n, K]
     Y = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(lmax), u[None], normalize=True,
                                normalization="integral")[0][yidx]  # [len(pos)]
@@ -241,7 +241,7 @@ class TabulatedOverlap(torch.nn.Module):
         ns = len(self.species)
         for a in range(ns):
             for b in range(ns):
-                pos, yidx, path = _channels(self.layout, a, b)
+                pos, yidx, path = channel_indices(self.layout, a, b)
                 self.register_buffer(f"pos_{a}_{b}", pos)
                 self.register_buffer(f"yidx_{a}_{b}", yidx)
                 self.register_buffer(f"path_{a}_{b}", path)
