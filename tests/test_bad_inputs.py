@@ -368,6 +368,12 @@ CASES = [
     Case("train-repulsion-network-unknown-key", lambda t, s: ["train", yml(t, {
         "dataset": str(s.dataset()), "output": "tr", "model": {"repulsion_network": {"layers": 2}}})],
          "config key 'model.repulsion_network.layers'"),
+    Case("train-overlap-table-foreign-engine", lambda t, s: ["train", yml(t, {"dataset": str(s.dataset()),
+                                                                              "output": "tr",
+                                                                              "model": {"overlap": "table"},
+                                                                              "split": {"val_fraction": 0,
+                                                                                        "test_fraction": 0}})],
+         "overlap 'table' needs a tblite or gpaw-lcao dataset (this one is 'fake')"),
     Case("train-ks-with-force-loss", lambda t, s: ["train", yml(t, {"dataset": str(s.dataset()), "output": "tr",
                                                                     "model": {"energy_mode": "ks"}})],
          "energy_mode 'ks' learns H alone"),

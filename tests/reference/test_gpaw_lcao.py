@@ -276,3 +276,15 @@ def test_kpath_bands_equal_the_unfolded_supercell_gamma_levels():
     # a different grid is a different (egg-box) calculation: the test above would see it
     eps8, _ = eng.band_structure(prim, ref.kpts[:1], (2, 2, 2), gpts=(8, 8, 8))
     assert np.abs(eps8[0] - eps[0]).max() > 1e-3
+
+
+def test_reduced_basis_reads_the_file_in_parentheses():
+    """GPAW's 'szp(dzp)' is the single-zeta-polarized subset of the dzp file: the file check looks for that file,
+    and the engine accepts it (benchmarks/nnh_cu_dft/basis_conditioning.py relabels Cu32 with it)."""
+    from fastqmd.reference.gpaw_lcao import setup_file_names
+
+    assert setup_file_names("Cu", "paw", "PBE", "szp(dzp)") == ("Cu.PBE", "Cu.dzp.basis")
+    assert setup_file_names("Pd", "10", "PBE", "dzp") == ("Pd.10.PBE", "Pd.10.dzp.basis")
+    GPAWLCAOEngine(basis="szp(dzp)").check(bulk("Cu", "fcc", a=3.61))
+    with pytest.raises(InputError, match="no file"):
+        GPAWLCAOEngine(basis="szp(qzp)").check(bulk("Cu", "fcc", a=3.61))

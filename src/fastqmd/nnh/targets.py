@@ -337,3 +337,38 @@ def _irrep_blocks(t: Target, model) -> tuple[dict, dict]:
         yidx = getattr(model, f"sk_yidx_{a}_{b}")
         off[(a, b)] = (x, Y[es][:, yidx], phi[es])
     return on, off
+
+
+# ------------------------------------------------------------------ the H error the spectrum sees
+
+def spectral_frame(H: Tensor, S: Tensor | None, mu: float, window_eV: float) -> tuple[Tensor, Tensor]:
+    """Reference eigenvectors C [nk, n, n] (H C = S C ε, C^† S C = 1) and pair weights w [nk, n, n]
+
+        w_mn = 1 / (1 + (max(|ε_m − μ|, |ε_n − μ|) / E_w)²),   E_w = window_eV,
+
+    the frame of `spectral_h_loss`. S None: an orthonormal basis. μ NaN (no Fermi level): every w_mn = 1."""
+    Hh = 0.5 * (H + H.mH)
+    if S is None:
+        eps, C = torch.linalg.eigh(Hh)
+    else:
+        L = torch.linalg.cholesky(0.5 * (S + S.mH).to(Hh.dtype))
+        Hp = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, Hh, upper=False).mH, upper=False)
+        eps, U = torch.linalg.eigh(0.5 * (Hp + Hp.mH))
+        C = torch.linalg.solve_triangular(L.mH, U, upper=True)  # C = L^{-†} U
+    if not np.isfinite(mu):
+        return C, torch.ones_like(eps[..., :, None] * eps[..., None, :])
+    d = (eps - mu).abs()
+    dmax = torch.maximum(d[..., :, None], d[..., None, :])
+    return C, 1.0 / (1.0 + (dmax / window_eV) ** 2)
+
+
+def spectral_h_loss(dH: Tensor, C: Tensor, w: Tensor) -> Tensor:
+    """L_ε = Σ_k,mn w_mn |(C^† ΔH C)_mn|² / Σ w_mn  (eV²): the H error ΔH = H_θ − H_ref in the reference's own
+    S-orthonormal eigenbasis (`spectral_frame`), weighted towards pairs near μ.
+
+    To first order its diagonal is the eigenvalue error, δε_n = (C^† ΔH C)_nn, and the off-diagonal couples
+    levels (a rigid shift ΔH = c·S gives C^† ΔH C = c·1). Unlike the orbital-basis L_H it sees the amplification
+    by S's near-null directions: C ~ λ_min(S)^{−1/2}, so an orbital-basis error δ along them becomes ~δ/λ_min here
+    (Cu dzp: λ_min 2e-5)."""
+    D = C.mH @ dH.to(C.dtype) @ C
+    return (w * D.abs() ** 2).sum() / w.sum()

@@ -36,6 +36,7 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from fastqmd.config import FrozenModel
+from fastqmd.evaluation import FERMI_WINDOW_EV, level_errors, reference_fermi_level
 from fastqmd.errors import InputError
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.checkpoint import CHECKPOINT_FORMAT, save_model
@@ -62,6 +63,8 @@ from fastqmd.nnh.targets import (
     orbital_pair_scales,
     pair_classes,
     reference_energies,
+    spectral_frame,
+    spectral_h_loss,
     structures_of,
     temperature_K,
     valence_electrons,
@@ -113,6 +116,10 @@ class LossWeights(FrozenModel):
     rep_only_steps: int = Field(0, ge=0)  # then the H network frozen: forces/energies train E_rep (and S head)
     fit_repulsion: bool = True  # least-squares fit of E_rep's pair terms when the H-only phase ends
     force_ramp_steps: int = Field(0, ge=0)  # then β grows linearly from 0 over these steps (H first, then forces)
+    # L_H += spectral_H · L_ε (eV²): the H error in the reference's S-orthonormal eigenbasis, pairs weighted by
+    # 1/(1 + (max|ε − μ|/spectral_window_eV)²) (fastqmd.nnh.targets.spectral_h_loss) — the error the bands see
+    spectral_H: float = Field(0.0, ge=0)
+    spectral_window_eV: PositiveFloat = 2.0
 
 
 class TrainConfig(TrainerSettings):
@@ -358,9 +365,12 @@ class LossModule(torch.nn.Module):
     """forward(list of targets, w = [α, β, γ, δ]) → (batch-mean loss, per-term sums [L_H, L_F, L_E, L_S, n]) —
     the DDP unit."""
 
-    def __init__(self, model: EnergyModel, scales: torch.Tensor, device: torch.device):
+    def __init__(self, model: EnergyModel, scales: torch.Tensor, device: torch.device, spectral_H: float = 0.0,
+                 spectral_window_eV: float = 2.0):
         super().__init__()
         self.model = model
+        self.spectral_H, self.spectral_window_eV = spectral_H, spectral_window_eV
+        self._frames: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # key → (C, w) of `spectral_frame`
         self.register_buffer("scales", scales.to(device))
         self.device = device
         self.learned_s = model.config.overlap.kind == "learned"
@@ -368,6 +378,25 @@ class LossModule(torch.nn.Module):
     def hclass(self, t: Target) -> torch.Tensor:
         """[nao, nao] orbital-pair class of every H element of t (`fastqmd.nnh.targets.pair_classes`)."""
         return pair_classes(t.frame.symbols, self.model.species, self.model.h.layout.n_orbitals).to(self.device)
+
+    def spectral_frame(self, t: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C, w) of t's reference spectrum (`fastqmd.nnh.targets.spectral_frame`), computed once per sample."""
+        hit = self._frames.get(t.key)
+        if hit is None:
+            mu = reference_fermi_level(t.eigenvalues.numpy(), t.occupations.numpy(), t.fermi_level,
+                                       self.model.config.spin_factor) if t.eigenvalues is not None else t.fermi_level
+            hit = spectral_frame(t.H.to(torch.complex128 if t.H.is_complex() else torch.float64), t.S, mu,
+                                 self.spectral_window_eV)
+            self._frames[t.key] = hit
+        return hit[0].to(self.device), hit[1].to(self.device)
+
+    def h_loss(self, t: Target, H: torch.Tensor, H_ref: torch.Tensor) -> torch.Tensor:
+        """L_H = mean (|ΔH| / σ_c)² in the orbital basis, + spectral_H · L_ε when that weight is > 0."""
+        dH = H.to(H_ref.dtype) - H_ref
+        LH = (dH.abs() / self.scales[self.hclass(t)]).pow(2).mean()
+        if self.spectral_H > 0:
+            LH = LH + self.spectral_H * spectral_h_loss(dH, *self.spectral_frame(t))
+        return LH
 
     def sample_terms(self, t: Target, create_graph: bool, w: list[float], return_outputs: bool = False):
         """[L_H, L_F, L_E, L_S] of one sample; terms whose weight in w = [α, β, γ, δ] is 0 may be left 0.
@@ -379,7 +408,7 @@ class LossModule(torch.nn.Module):
         H_ref = t.H.to(dev)
         if not need_f and w[2] == 0:  # H-only phase: no overlap, eigensolve or E_rep needed
             H = self.model.hamiltonian(t.frame, pos.detach(), t.cell.to(dev), g)  # no position gradient needed
-            LH = ((H.to(H_ref.dtype) - H_ref).abs() / self.scales[self.hclass(t)]).pow(2).mean()
+            LH = self.h_loss(t, H, H_ref)
             zero = LH.new_zeros(())
             return torch.stack([LH, zero, zero, self.overlap_loss(t, g, pos) if self.learned_s
                                 else zero])
@@ -389,7 +418,7 @@ class LossModule(torch.nn.Module):
         else:
             parts = self.model(t.frame, pos, t.cell.to(dev), g)
             LF = parts.energy.new_zeros(())
-        LH = ((parts.H - H_ref).abs() / self.scales[self.hclass(t)]).pow(2).mean()
+        LH = self.h_loss(t, parts.H, H_ref)
         LE = ((parts.energy - t.energy) / len(t.frame.symbols)) ** 2
         LS = self.overlap_loss(t, g, pos) if self.learned_s else LH * 0
         terms = torch.stack([LH, LF, LE, LS])
@@ -420,7 +449,7 @@ def validate(lm: LossModule, targets: Sequence[Target], weights: dict[str, float
     if not len(targets):
         return {}
     sums = torch.zeros(5, dtype=torch.float64)
-    mae_h, mae_f, mae_e = [], [], []
+    mae_h, mae_f, mae_e, eig_fermi = [], [], [], []
     full = [weights["H"], 1.0, 1.0, weights["S"]]  # every term computed
     for t in targets:
         with torch.enable_grad():
@@ -432,11 +461,20 @@ def validate(lm: LossModule, targets: Sequence[Target], weights: dict[str, float
         if t.forces is not None:
             mae_f.append(float((F.detach().cpu() - t.forces).abs().mean()))
         mae_e.append(abs(float(parts.energy.detach()) - t.energy) / len(t.frame.symbols))
+        if t.eigenvalues is not None and t.occupations is not None:
+            ref, occ = t.eigenvalues.numpy(), t.occupations.numpy()
+            mu = reference_fermi_level(ref, occ, t.fermi_level, lm.model.config.spin_factor)
+            errs = level_errors(parts.spectrum.eigenvalues.detach().cpu().numpy(), ref, occ, mu,
+                                lm.model.config.spin_factor)
+            eig_fermi.append(errs[f"fermi_pm_{FERMI_WINDOW_EV:g}eV"])
     m = (sums[:4] / sums[4]).tolist()
     w = [weights[k] for k in TERMS]
     return {"loss": sum(a * b for a, b in zip(m, w)), "L_H": m[0], "L_F": m[1], "L_E": m[2], "L_S": m[3],
             "H_mae_eV": float(np.mean(mae_h)), "F_mae_eV_A": float(np.mean(mae_f)) if mae_f else float("nan"),
-            "E_mae_eV_atom": float(np.mean(mae_e))}
+            "E_mae_eV_atom": float(np.mean(mae_e)),
+            # |ε_θ − ε_ref| of the levels within ±1 eV of the reference μ (fastqmd.evaluation.level_errors)
+            "eig_fermi_mae_eV": float(np.concatenate(eig_fermi).mean()) if eig_fermi and
+            sum(map(len, eig_fermi)) else float("nan")}
 
 
 # ------------------------------------------------------------------ the kind
@@ -493,7 +531,8 @@ class NNHKind:
 
     def loss_module(self, cfg: TrainConfig, model: EnergyModel, train: TargetSet, device) -> LossModule:
         n_orb = model.h.layout.n_orbitals
-        return LossModule(model, orbital_pair_scales(residual_targets(model, train), model.species, n_orb), device)
+        return LossModule(model, orbital_pair_scales(residual_targets(model, train), model.species, n_orb), device,
+                          cfg.loss.spectral_H, cfg.loss.spectral_window_eV)
 
     def validate(self, lm: LossModule, samples: Sequence[Target], weights: dict[str, float]) -> dict:
         return validate(lm, samples, weights)

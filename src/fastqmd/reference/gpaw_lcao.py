@@ -29,6 +29,7 @@ weight: half the cost of a k-mesh, same energy and forces.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -54,9 +55,11 @@ def gpaw_versions() -> dict[str, str]:
 
 def setup_file_names(symbol: str, setup: str, xc: str, basis: str) -> tuple[str, str]:
     """GPAW's file names of an element's PAW setup and basis: ('Cu.PBE', 'Cu.dzp.basis') for the standard
-    setup, ('Pd.10.PBE', 'Pd.10.dzp.basis') for setup '10'."""
+    setup, ('Pd.10.PBE', 'Pd.10.dzp.basis') for setup '10'. A reduced basis 'szp(dzp)' (GPAW's syntax: the
+    single-zeta-polarized subset of the dzp file) reads the file of the basis in parentheses, Cu.dzp.basis."""
     stem = symbol if setup == "paw" else f"{symbol}.{setup}"
-    return f"{stem}.{xc}", f"{stem}.{basis}.basis"
+    m = re.fullmatch(r"\w+\((\w+)\)", basis)
+    return f"{stem}.{xc}", f"{stem}.{m.group(1) if m else basis}.basis"
 
 
 def unwrap_phases(kpts: np.ndarray, shift: np.ndarray, orbital_atom: np.ndarray) -> np.ndarray:
