@@ -1,6 +1,6 @@
 """The NNH model on the shared message-passing backbone (`fastqmd.nnh.backbone`) is the pre-backbone model:
-a state_dict saved by the old `fastqmd.nnh.model` (commit c826508) loads with the same keys and gives bit-identical
-H(R) in float64."""
+a state_dict saved by the old `fastqmd.nnh.model` (commit c826508) loads with the same keys and gives identical
+H(R) in float64 (to 1e-12 eV: the last bits follow the CPU's BLAS kernels)."""
 
 from pathlib import Path
 
@@ -25,7 +25,9 @@ def test_pre_backbone_state_dict_loads_and_gives_identical_blocks():
     g = model.graph(obj["symbols"], obj["positions"].numpy(), obj["cell"].numpy(), True)
     HR, shifts = to_real_space(model(obj["positions"], obj["cell"], g), g)
     assert torch.equal(shifts, obj["shifts"])
-    assert torch.equal(HR.detach(), obj["HR"])  # bit for bit
+    # identical up to the last bits of the CPU's BLAS kernels (bit for bit on the machine that saved the fixture;
+    # another CPU's kernels round float64 sums differently — a CI machine measured a mismatch at that level)
+    torch.testing.assert_close(HR.detach(), obj["HR"], atol=1e-12, rtol=0)
 
 
 def test_same_seed_same_initial_weights_as_the_pre_backbone_model():
