@@ -38,7 +38,7 @@ TARGETS = {"H_mae_meV": 1.0, "band_mae_meV": 12.0, "force_mae_meV_per_A": 50.0}
 def fastqmd(*args: str) -> None:
     cmd = [sys.executable, "-m", "fastqmd.cli", *args]
     print("+", " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ})
+    subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 def measured(m: dict) -> dict:
@@ -137,6 +137,8 @@ def main() -> None:
 
 def ship(study: dict) -> None:
     """models/cu-pbe-szp-nnh: the trained model and its card (issue 13 part 4)."""
+    from fastqmd.data.store import Dataset
+
     dst = ROOT / "models" / "cu-pbe-szp-nnh"
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy(RUN / "model.pt", dst / "model.pt")
@@ -144,7 +146,7 @@ def ship(study: dict) -> None:
             "7 Å) + E_rep (pair + EAM + atomic network), exact GPAW overlap tables",
             "reference": "GPAW 26.7 LCAO PBE, szp(dzp) basis, PAW setups, Γ, grid 0.2 Å (gpaw-lcao)",
             "data": {"config": "examples/cu32_gpaw_szp_study.yaml", "split": study["training"]["split"],
-                     "n_structures": 36, "atoms_per_structure": 32},
+                     "n_structures": len(Dataset(DATASET).keys()), "atoms_per_structure": 32},
             "metrics": {"test_split": study["test_split"], "ood": study["ood"], "bands": study["bands"]},
             "training_cost_s": study["training"]["wall_time_s_all_runs"],
             "training_machine": "shared 2-core CPU, two threads, no GPU",
