@@ -1,4 +1,4 @@
-"""Issue 13 study b, Cu with the DFT engine: the NN Hamiltonian of Cu32 GPAW LCAO PBE cells in szp(dzp) (the
+"""Issue 13 study b, Cu and Pd with the DFT engine: the NN Hamiltonian of 32-atom GPAW LCAO PBE cells in szp(dzp) (the
 learnable-basis tier, docs/GPAW.md) — test-split H, band and force errors, an out-of-distribution set from another
 sampler, the band structure against GPAW's own k-path calculation (the study's Fig. 3) and the learning curve.
 
@@ -6,8 +6,10 @@ Run after the data and the training exist (each evaluation is skipped when its o
     OMP_NUM_THREADS=1 nice -n 19 fastqmd generate examples/cu32_gpaw_szp_study.yaml   # 36 Cu32 cells
     OMP_NUM_THREADS=1 nice -n 19 fastqmd generate examples/cu32_gpaw_szp_ood.yaml     # 6 OOD cells
     OMP_NUM_THREADS=2 fastqmd train benchmarks/nnh_cu_dft/train_cu32_szp.yaml          # out/nnh_cu_dft/cu32_szp
-    OMP_NUM_THREADS=2 python benchmarks/nnh_cu_dft/study.py
+    OMP_NUM_THREADS=2 python benchmarks/nnh_cu_dft/study.py [--ship]
 Writes benchmarks/nnh_cu_dft/study.json (keys of benchmarks/nnh_cu/study_b.json) and the figures next to it.
+Pd: the same with examples/pd32_gpaw_szp_{study,ood}.yaml, benchmarks/nnh_pd_dft/train_pd32_szp.yaml and
+    `study.py --system pd [--ship]` → benchmarks/nnh_pd_dft/study.json, models/pd-pbe-szp-nnh.
 """
 
 from __future__ import annotations
@@ -25,14 +27,36 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fastqmd.data.store import Dataset  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-OUT = ROOT / "out" / "nnh_cu_dft"
-RUN = OUT / "cu32_szp"
-DATASET = ROOT / "out" / "cu32_gpaw_szp_study.h5"
-OOD = ROOT / "out" / "cu32_gpaw_szp_ood.h5"
-BANDS = "fcc-Cu:4"  # GPAW k-path from the SCF density of the Γ-centred 4×4×4 mesh (= the Cu64 supercell's Γ)
-TARGETS = {"H_mae_meV": 1.0, "band_mae_meV": 12.0, "force_mae_meV_per_A": 50.0}
+# GPAW k-path bands from the SCF density of the Γ-centred 4×4×4 mesh (= the 64-atom supercell's Γ)
+SYSTEMS = {
+    "cu": {"element": "Cu", "a": 3.61, "bench": HERE, "out": ROOT / "out" / "nnh_cu_dft", "run": "cu32_szp",
+           "dataset": "cu32_gpaw_szp_study", "ood": "cu32_gpaw_szp_ood", "bands": "fcc-Cu:4",
+           "train": "benchmarks/nnh_cu_dft/train_cu32_szp.yaml", "model": "cu-pbe-szp-nnh",
+           "targets": {"H_mae_meV": 1.0, "band_mae_meV": 12.0, "force_mae_meV_per_A": 50.0},
+           "setup": "PAW setups", "ood_text": "a = 3.665 Å (+1.5 %)"},
+    "pd": {"element": "Pd", "a": 3.89, "bench": ROOT / "benchmarks" / "nnh_pd_dft", "out": ROOT / "out" / "nnh_pd_dft",
+           "run": "pd32_szp", "dataset": "pd32_gpaw_szp_study", "ood": "pd32_gpaw_szp_ood", "bands": "fcc-Pd:4",
+           "train": "benchmarks/nnh_pd_dft/train_pd32_szp.yaml", "model": "pd-pbe-szp-nnh",
+           "targets": {"H_mae_meV": 1.0, "band_mae_meV": 14.0, "force_mae_meV_per_A": 50.0},
+           "setup": "PAW setup Pd.10 (4d 5s valence)", "ood_text": "a = 3.948 Å (+1.5 %)"},
+}
+
+
+def system() -> dict:
+    """The --system (cu | pd) entry of SYSTEMS with its paths resolved."""
+    name = sys.argv[sys.argv.index("--system") + 1] if "--system" in sys.argv else "cu"
+    if name not in SYSTEMS:
+        print(f"error: --system {name!r}: expected one of {sorted(SYSTEMS)}", file=sys.stderr)
+        sys.exit(2)
+    c = dict(SYSTEMS[name], name=name)
+    c["run_dir"] = c["out"] / c["run"]
+    c["dataset_path"] = ROOT / "out" / f"{c['dataset']}.h5"
+    c["ood_path"] = ROOT / "out" / f"{c['ood']}.h5"
+    return c
 
 
 def fastqmd(*args: str) -> None:
@@ -67,97 +91,106 @@ def learning_curve(run: Path) -> dict[int, dict]:
     return out
 
 
-def plot_curve(curve: dict[int, dict], path: Path) -> None:
+def plot_curve(curve: dict[int, dict], path: Path, c: dict) -> None:
     st = sorted(curve)
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
-    for a, key, label, target in ((ax[0], "H_mae_meV", "val H MAE (meV)", 1.0),
-                                  (ax[1], "eig_fermi_mae_meV", "val |Δε| within E_F ± 1 eV (meV)", 12.0),
-                                  (ax[2], "force_mae_meV_per_A", "val force MAE (meV/Å)", 50.0)):
+    for a, key, label, target in ((ax[0], "H_mae_meV", "val H MAE (meV)", c["targets"]["H_mae_meV"]),
+                                  (ax[1], "eig_fermi_mae_meV", "val |Δε| within E_F ± 1 eV (meV)",
+                                   c["targets"]["band_mae_meV"]),
+                                  (ax[2], "force_mae_meV_per_A", "val force MAE (meV/Å)",
+                                   c["targets"]["force_mae_meV_per_A"])):
         pts = [(s, curve[s][key]) for s in st if curve[s].get(key) is not None]
         if pts:
             a.loglog(*zip(*pts), "o-")
         a.axhline(target, color="grey", ls=":", lw=1)
         a.set(xlabel="optimizer step", ylabel=label)
-    fig.suptitle("Cu32 GPAW PBE/szp(dzp) NN Hamiltonian: H-only, then E_rep on forces (H frozen)")
+    fig.suptitle(f"{c['element']}32 GPAW PBE/szp(dzp) NN Hamiltonian: H-only, then E_rep on forces (H frozen)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main() -> None:
+    c = system()
     rerun = "--rerun" in sys.argv
-    model = RUN / "model.pt"
-    ev, ev_ood = OUT / "eval_test", OUT / "eval_ood"
+    run, here, el = c["run_dir"], c["bench"], c["element"]
+    here.mkdir(parents=True, exist_ok=True)
+    model = run / "model.pt"
+    ev, ev_ood = c["out"] / "eval_test", c["out"] / "eval_ood"
     if rerun or not (ev / "evaluation.json").exists():
-        fastqmd("evaluate", str(model), str(DATASET), "-o", str(ev), "--subset", "test", "--bands", BANDS)
-    if OOD.exists() and (rerun or not (ev_ood / "evaluation.json").exists()):
-        fastqmd("evaluate", str(model), str(OOD), "-o", str(ev_ood))
+        fastqmd("evaluate", str(model), str(c["dataset_path"]), "-o", str(ev), "--subset", "test",
+                "--bands", c["bands"])
+    if c["ood_path"].exists() and (rerun or not (ev_ood / "evaluation.json").exists()):
+        fastqmd("evaluate", str(model), str(c["ood_path"]), "-o", str(ev_ood))
     m = json.loads((ev / "evaluation.json").read_text())
     for name in ("hamiltonian_error.png", "bands.png", "levels.png"):
         if (ev / name).exists():
-            shutil.copy(ev / name, HERE / f"study_{name}")
-    curve = learning_curve(RUN)
-    plot_curve(curve, HERE / "study_learning_curve.png")
-    summary = json.loads((RUN / "summary.json").read_text())
+            shutil.copy(ev / name, here / f"study_{name}")
+    curve = learning_curve(run)
+    plot_curve(curve, here / "study_learning_curve.png", c)
+    summary = json.loads((run / "summary.json").read_text())
     test = measured(m)
-    verdict = {k: (test[k] is not None and test[k] <= TARGETS[k]) for k in TARGETS}
+    targets = c["targets"]
+    verdict = {k: (test[k] is not None and test[k] <= targets[k]) for k in targets}
+    n_struct = len(Dataset(c["dataset_path"]).keys())
+    sys_flag = "" if c["name"] == "cu" else f" --system {c['name']}"
     out = {
-        "what": "issue 13 study b, Cu: NN Hamiltonian of GPAW LCAO PBE/szp(dzp) (PAW, Γ, grid 0.2 Å, 9 orbitals/atom; "
-                "exact GPAW overlap from radial tables), 36 rattled Cu32 cells in three tiers "
-                "(examples/cu32_gpaw_szp_study.yaml); metrics on the test split; band MAE along the fcc path vs "
+        "what": f"issue 13 study b, {el}: NN Hamiltonian of GPAW LCAO PBE/szp(dzp) ({c['setup']}, Γ, grid 0.2 Å, "
+                f"9 orbitals/atom; exact GPAW overlap from radial tables), {n_struct} rattled {el}32 cells in three "
+                f"tiers (examples/{c['dataset']}.yaml); metrics on the test split; band MAE along the fcc path vs "
                 "GPAW's k-path calculation (density of the 4×4×4 mesh) of the same level of theory",
         "level_of_theory": "PBE, GPAW LCAO szp(dzp): GPAW's single-zeta-polarized subset of dzp. Cruder than the "
                            "study's OpenMX double-zeta NAO basis; dzp's S is too ill-conditioned (λ_min 2e-5) for a "
                            "learned H to give bands (benchmarks/nnh_cu_dft/basis_conditioning.json, spectral_ablation"
                            ".json). szp vs dzp on one Cu32 cell: Γ levels within E_F ± 2 eV 31 meV, forces 0.23 eV/Å",
-        "reduced_setting": "32-atom cells and 36 configurations instead of 64 atoms and ≥ 300 (one session's CPU on a "
-                           "shared 2-core machine, no GPU lent; out/ does not persist between sessions)",
-        "commands": ["OMP_NUM_THREADS=1 fastqmd generate examples/cu32_gpaw_szp_study.yaml",
-                     "OMP_NUM_THREADS=1 fastqmd generate examples/cu32_gpaw_szp_ood.yaml",
-                     "OMP_NUM_THREADS=2 fastqmd train benchmarks/nnh_cu_dft/train_cu32_szp.yaml",
-                     "OMP_NUM_THREADS=2 python benchmarks/nnh_cu_dft/study.py"],
+        "reduced_setting": f"32-atom cells and {n_struct} configurations instead of 64 atoms and ≥ 300 (one "
+                           "session's CPU on a shared 2-core machine, no GPU lent)",
+        "commands": [f"OMP_NUM_THREADS=1 fastqmd generate examples/{c['dataset']}.yaml",
+                     f"OMP_NUM_THREADS=1 fastqmd generate examples/{c['ood']}.yaml",
+                     f"OMP_NUM_THREADS=2 fastqmd train {c['train']}",
+                     f"OMP_NUM_THREADS=2 python benchmarks/nnh_cu_dft/study.py{sys_flag}"],
         "machine": {"nproc": os.cpu_count(), "platform": platform.platform(), "device": "cpu",
                     "note": "shared 2-core machine, no GPU lent to this task"},
         "training": {"wall_time_s_all_runs": summary.get("wall_time_s_all_runs"), "steps": summary.get("steps"),
-                     "split": summary.get("split"), "config": "benchmarks/nnh_cu_dft/train_cu32_szp.yaml"},
+                     "split": summary.get("split"), "config": c["train"]},
         "test_split": test,
-        "ood": ({"set": "6 Cu32 cells, a = 3.665 Å (+1.5 %), 7 % rattles, own seed (examples/cu32_gpaw_szp_ood.yaml)",
+        "ood": ({"set": f"{el}32 cells, {c['ood_text']}, 7 % rattles, own seed (examples/{c['ood']}.yaml)",
                  **measured(json.loads((ev_ood / "evaluation.json").read_text()))}
                 if (ev_ood / "evaluation.json").exists() else None),
         "bands": m.get("bands"),
         "learning_curve_val": curve,
-        "targets": TARGETS, "meets_target": verdict,
-        "md": {"status": "not run", "why": "a GPAW Cu32 DFT MD step costs ~1 CPU-min here (Cu64 ~4): the 500 fs "
-               "reference needs ~4 CPU-h, which no session has had beside the data and training"},
+        "targets": targets, "meets_target": verdict,
+        "md": {"status": "not run", "why": "a GPAW 32-atom DFT MD step costs ~1 CPU-min here (64 atoms ~4): the "
+               "500 fs reference needs ~4 CPU-h, which no session has had beside the data and training"},
     }
-    (HERE / "study.json").write_text(json.dumps(out, indent=1, default=float, ensure_ascii=False) + "\n")
+    (here / "study.json").write_text(json.dumps(out, indent=1, default=float, ensure_ascii=False) + "\n")
     if "--ship" in sys.argv:
-        ship(out)
+        ship(out, c, n_struct)
     print(json.dumps({"test_split": test, "ood": out["ood"], "meets_target": verdict}, indent=1, default=float))
 
 
-def ship(study: dict) -> None:
-    """models/cu-pbe-szp-nnh: the trained model and its card (issue 13 part 4)."""
-    from fastqmd.data.store import Dataset
-
-    dst = ROOT / "models" / "cu-pbe-szp-nnh"
+def ship(study: dict, c: dict, n_struct: int) -> None:
+    """models/<el>-pbe-szp-nnh: the trained model and its card (issue 13 part 4)."""
+    dst = ROOT / "models" / c["model"]
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy(RUN / "model.pt", dst / "model.pt")
-    card = {"name": "cu-pbe-szp-nnh", "kind": "nnh", "architecture": "NN Hamiltonian (e3nn, lmax 4, 2 layers, "
+    shutil.copy(c["run_dir"] / "model.pt", dst / "model.pt")
+    sys_flag = "" if c["name"] == "cu" else f" --system {c['name']}"
+    card = {"name": c["model"], "kind": "nnh", "architecture": "NN Hamiltonian (e3nn, lmax 4, 2 layers, "
             "7 Å) + E_rep (pair + EAM + atomic network), exact GPAW overlap tables",
-            "reference": "GPAW 26.7 LCAO PBE, szp(dzp) basis, PAW setups, Γ, grid 0.2 Å (gpaw-lcao)",
-            "data": {"config": "examples/cu32_gpaw_szp_study.yaml", "split": study["training"]["split"],
-                     "n_structures": len(Dataset(DATASET).keys()), "atoms_per_structure": 32},
+            "reference": f"GPAW 26.7 LCAO PBE, szp(dzp) basis, {c['setup']}, Γ, grid 0.2 Å (gpaw-lcao)",
+            "data": {"config": f"examples/{c['dataset']}.yaml", "split": study["training"]["split"],
+                     "n_structures": n_struct, "atoms_per_structure": 32},
             "metrics": {"test_split": study["test_split"], "ood": study["ood"], "bands": study["bands"]},
             "training_cost_s": study["training"]["wall_time_s_all_runs"],
             "training_machine": "shared 2-core CPU, two threads, no GPU",
             "training_steps": study["training"]["steps"],
-            "command": "OMP_NUM_THREADS=2 .venv/bin/fastqmd train benchmarks/nnh_cu_dft/train_cu32_szp.yaml; "
-                       "python benchmarks/nnh_cu_dft/study.py --ship",
-            "structure": {"kind": "rattled_bulk", "element": "Cu", "supercell": 2, "cubic": True,
+            "command": f"OMP_NUM_THREADS=2 .venv/bin/fastqmd train {c['train']}; "
+                       f"python benchmarks/nnh_cu_dft/study.py{sys_flag} --ship",
+            "structure": {"kind": "rattled_bulk", "element": c["element"], "supercell": 2, "cubic": True,
                           "max_displacement_fraction": 0.03, "seed": 0},
-            "md": {"potential": {"kind": "nnh", "checkpoint": "models/cu-pbe-szp-nnh/model.pt"}},
-            "limits": "trained on 36 Cu32 cells near a = 3.61 Å (3–10 % rattles): the domain indicator of "
-                      "`fastqmd md` warns outside them; level of theory szp(dzp), not dzp (study.json)"}
+            "md": {"potential": {"kind": "nnh", "checkpoint": f"models/{c['model']}/model.pt"}},
+            "limits": f"trained on {n_struct} {c['element']}32 cells near a = {c['a']} Å (3–10 % rattles): the "
+                      "domain indicator of `fastqmd md` warns outside them; level of theory szp(dzp), not dzp "
+                      "(study.json)"}
     (dst / "card.json").write_text(json.dumps(card, indent=1, default=float, ensure_ascii=False) + "\n")
 
 

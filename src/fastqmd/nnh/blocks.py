@@ -27,10 +27,12 @@ from fastqmd.nnh.irreps import block_coupling
 
 @dataclass(frozen=True)
 class Blocks:
-    """Model output in real space. onsite[s]: [N_s, n_s, n_s]; offsite[a][b]: [E_ab, n_a, n_b] (graph order)."""
+    """Model output in real space. onsite[s]: [N_s, n_s, n_s]; offsite[a][b]: [E_ab, n_a, n_b] (graph order);
+    charges [N] (e): the latent atomic charges of the NNH charge channel (`fastqmd.nnh.electrostatics`), or None."""
 
     onsite: tuple[Tensor, ...]
     offsite: tuple[tuple[Tensor, ...], ...]
+    charges: Tensor | None = None
 
 
 class BlockLayout(torch.nn.Module):

@@ -16,7 +16,9 @@ PySCF overlap ("exact", `ExactS`, exact dS/dR; PySCF datasets), tblite's exact o
 `GPAWTabulatedS`; gpaw-lcao datasets) or the learned two-centre head ("learned", `LearnedS`). S is
 Cholesky-factored once per forward (the positive-definiteness check) and the factor goes on to the free energy.
 An optional exact baseline H⁰(R) (config `h_baseline`, `fastqmd.nnh.core_baseline`: T + V_nuc [+ J of neutral
-atoms], PySCF molecules) is added to the network's H, so the network learns only the rest.
+atoms], PySCF molecules) is added to the network's H, so the network learns only the rest. With the charge
+channel (`model.electrostatics`, `fastqmd.nnh.electrostatics`) H(k) also gets ½(U S + S U), the level shift of
+the latent charges' long-range (Ewald) potential.
 The H network, learned S head and E_rep share one graph built at the largest of their cutoffs (+ an optional
 skin): every term is multiplied by its polynomial envelope, so edges beyond a term's own cutoff add exactly zero.
 The tabulated S reaches much further (Cu GFN1: 14.5 Å) and takes its own graph from the same `GraphCache`.
@@ -38,6 +40,7 @@ from fastqmd.electronic.free_energy import density_matrices, solve_spectrum
 from fastqmd.errors import InputError
 from fastqmd.nnh.blocks import to_kspace
 from fastqmd.nnh.core_baseline import CoreBaselineProvider
+from fastqmd.nnh.electrostatics import COULOMB_EV_A, level_shift, potential
 from fastqmd.nnh.exact_overlap import ExactS
 from fastqmd.nnh.gpaw_overlap import GPAWTableConfig, GPAWTabulatedOverlap, GPAWTabulatedS
 from fastqmd.nnh.graph import Graph, GraphCache, build_graph
@@ -232,15 +235,36 @@ class EnergyModel(torch.nn.Module):
         return build_graph(list(symbols), np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64),
                            pbc, self.cutoff + skin, self.species, self.h.layout.n_orbitals)
 
-    def hamiltonian(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph) -> Tensor:
-        """H(k) = H_θ(k) + H⁰(R) [nk, nao, nao] eV, float64/complex128 (H⁰ = 0 without `h_baseline`)."""
+    def hamiltonian(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph,
+                    S: Tensor | None = None) -> Tensor:
+        """H(k) = H_θ(k) + H⁰(R) [+ ½(U S(k) + S(k) U)] [nk, nao, nao] eV, float64/complex128 (H⁰ = 0 without
+        `h_baseline`; the last term is the charge channel's level shift, `fastqmd.nnh.electrostatics`, which
+        needs S(k): computed here when not given)."""
         dt = self.dtype
         kpts = torch.as_tensor(frame.kpoints, dtype=dt, device=positions.device)
-        H = to_kspace(self.h(positions.to(dt), cell.to(dt), graph), graph, kpts)
+        blocks = self.h(positions.to(dt), cell.to(dt), graph)
+        H = to_kspace(blocks, graph, kpts)
         H = H.to(torch.complex128 if H.is_complex() else torch.float64)
         if self.baseline is not None:
             H = H + self.baseline(frame.symbols, positions).to(H.dtype)
+        if blocks.charges is not None:
+            if S is None:
+                S = self.overlap(frame, positions, cell, graph)
+            if S.is_complex() and not H.is_complex():
+                H = H.to(torch.complex128)
+            H = level_shift(H, S, self.orbital_level_shift(frame, positions, cell, graph, blocks.charges))
         return H
+
+    def orbital_level_shift(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph,
+                            charges: Tensor) -> Tensor:
+        """u [nao] eV: −k_e φ_i of the charges' potential (`fastqmd.nnh.electrostatics.potential`) on every
+        orbital of atom i."""
+        es = self.config.h.electrostatics
+        q = charges.to(torch.float64)
+        phi = potential(q, positions.to(torch.float64), cell.to(torch.float64), frame.pbc, graph.edge_i,
+                        graph.edge_j, graph.shifts, es, self.config.h.cutoff)
+        sizes = graph.orbital_offsets[1:] - graph.orbital_offsets[:-1]
+        return torch.repeat_interleave(-COULOMB_EV_A * phi, sizes)
 
     def forward(self, frame: Frame, positions: Tensor, cell: Tensor, graph: Graph | None = None) -> EnergyParts:
         """E = Ω[H(k), S(k)] + E_rep + Σ e_Z at the frame's k-points (module docstring)."""
@@ -250,8 +274,8 @@ class EnergyModel(torch.nn.Module):
         dt = self.dtype
         p, c = positions.to(dt), cell.to(dt)
         kw = torch.as_tensor(frame.kweights, dtype=torch.float64, device=positions.device)
-        H = self.hamiltonian(frame, positions, cell, graph)
         S = self.overlap(frame, positions, cell, graph)  # [nk, nao, nao] float64/complex128
+        H = self.hamiltonian(frame, positions, cell, graph, S)
         if S.is_complex() and not H.is_complex():
             H = H.to(torch.complex128)
         L = check_positive_definite(S)  # the one factorization of S in this forward (and its backward)

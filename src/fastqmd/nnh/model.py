@@ -24,12 +24,13 @@ from typing import Literal
 import numpy as np
 import torch
 from e3nn import o3
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from torch import Tensor
 
 from fastqmd.config import FrozenModel
 from fastqmd.nnh.backbone import MessagePassing, hidden_irreps
 from fastqmd.nnh.blocks import BlockLayout, Blocks, symmetrize_offsite, symmetrize_onsite
+from fastqmd.nnh.electrostatics import Electrostatics
 from fastqmd.nnh.graph import Graph, build_graph
 from fastqmd.nnh.irreps import two_centre_channels
 from fastqmd.nnh.layers import Gate, IrrepsLinear, UVUTensorProduct
@@ -54,6 +55,9 @@ class NNHConfig(FrozenModel):
     n_layers: int = 3
     avg_num_neighbors: float = 40.0  # message normalisation 1/⟨n⟩
     dtype: Literal["float32", "float64"] = "float32"
+    # the long-range charge channel (`fastqmd.nnh.electrostatics`): latent charges q_i = w·s_i + b_Z (neutral) and
+    # the level shift ½S(u_i + u_j) of their (Ewald) potential; None: the purely local model
+    electrostatics: Electrostatics | None = None
 
     @field_validator("cutoff")
     @classmethod
@@ -61,6 +65,16 @@ class NNHConfig(FrozenModel):
         if v <= 0:
             raise ValueError("cutoff must be positive")
         return v
+
+    @model_validator(mode="after")
+    def _width_inside_cutoff(self) -> NNHConfig:
+        """The real-space Ewald sum stops at the cutoff: the Gaussian-charge correction erfc(r/2σ) must be below
+        the accuracy there (2σ√(−ln ε) < r_c)."""
+        es = self.electrostatics
+        if es is not None and 2 * es.gaussian_width_A * np.sqrt(-np.log(es.ewald_accuracy)) >= self.cutoff:
+            raise ValueError(f"electrostatics.gaussian_width_A {es.gaussian_width_A} Å is too wide for the "
+                             f"{self.cutoff} Å cutoff (need 2σ·√(−ln ε) < cutoff)")
+        return self
 
     def sh_lmax(self) -> int:
         lmax_shell = max(max(ls) for ls in self.basis.values())
@@ -113,6 +127,10 @@ class NNHModel(MessagePassing):
                     self.register_buffer(f"sk_yidx_{a}_{b}", torch.tensor(yidx, dtype=torch.long))
                     self.register_buffer(f"sk_path_{a}_{b}", torch.tensor(path, dtype=torch.long))
                     self.register_buffer(f"sk_coef_{a}_{b}", torch.zeros(config.n_radial, max(path, default=-1) + 1))
+            if config.electrostatics is not None:  # q_i = w·s_i + b_{Z_i}: zero at the start (the local model), and
+                # drawing no random numbers, so every other weight starts as in the local model of the same seed
+                self.charge_weight = torch.nn.Parameter(torch.zeros(len(self.scalar_idx)))
+                self.charge_bias = torch.nn.Parameter(torch.zeros(ns))
         self.to(_DTYPES[config.dtype])
 
     def two_centre_baseline(self, a: int, b: int, Y: Tensor, radial: Tensor) -> Tensor:
@@ -175,4 +193,12 @@ class NNHModel(MessagePassing):
                 + getattr(self, f"offsite_scale_{a}_{b}") * self.offsite_out[a][b](e[graph.edge_groups[a][b]]), a, b)
                 for b in range(ns))
             for a in range(ns))
-        return Blocks(onsite=onsite, offsite=symmetrize_offsite(raw, graph))
+        return Blocks(onsite=onsite, offsite=symmetrize_offsite(raw, graph), charges=self.charges(s, graph))
+
+    def charges(self, s: Tensor, graph: Graph) -> Tensor | None:
+        """Latent atomic charges q = q̃ − mean(q̃), q̃_i = w·s_i + b_{Z_i} [N] (e), from the node scalars s [N, n0];
+        None without the charge channel."""
+        if self.config.electrostatics is None:
+            return None
+        qt = s @ self.charge_weight + self.charge_bias[graph.species]
+        return qt - qt.mean()

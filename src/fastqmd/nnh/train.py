@@ -50,6 +50,7 @@ from fastqmd.nnh.energy import (
     TableOverlap,
     energy_forces,
 )
+from fastqmd.nnh.electrostatics import Electrostatics
 from fastqmd.nnh.gpaw_overlap import gpaw_table_config
 from fastqmd.nnh.ks_functional import KSFunctional
 from fastqmd.nnh.model import NNHConfig
@@ -105,6 +106,9 @@ class ModelSpec(FrozenModel):
     # exact baseline H⁰(R) under the network (fastqmd.nnh.core_baseline; molecular PySCF datasets): "core" = T + V_nuc,
     # "core+hartree" = T + V_nuc + J[neutral atoms]; the network, its output statistics and σ_c see H − H⁰
     h_baseline: Literal["none", "core", "core+hartree"] = "none"
+    # the long-range charge channel (`fastqmd.nnh.electrostatics`): latent charges and the ½S(u_i + u_j) level
+    # shift of their Ewald potential in H; e.g. {gaussian_width_A: 0.5}; None: the purely local model
+    electrostatics: Electrostatics | None = None
 
 
 class LossWeights(FrozenModel):
@@ -168,7 +172,7 @@ def build_energy_config(cfg: TrainConfig, engine: str, settings: dict, basis: di
     avg = m.avg_num_neighbors or mean_neighbors(train, m.cutoff, species, n_orb)
     h = NNHConfig(basis=basis, cutoff=m.cutoff, hidden_irreps=m.hidden_irreps, n_layers=m.n_layers, lmax=m.lmax,
                   n_radial=m.n_radial, radial_hidden=m.radial_hidden, n_scalars_embed=m.n_scalars_embed,
-                  avg_num_neighbors=avg, dtype=cfg.dtype)
+                  avg_num_neighbors=avg, dtype=cfg.dtype, electrostatics=m.electrostatics)
     if overlap == "learned":
         spec = LearnedOverlap(s=OverlapConfig(basis=basis, cutoff=m.overlap_cutoff or m.cutoff, n_radial=m.n_radial,
                                               radial_hidden=m.radial_hidden, dtype=cfg.dtype))
