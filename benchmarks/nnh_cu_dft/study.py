@@ -46,6 +46,9 @@ SYSTEMS = {
 }
 
 
+SHIP_MAX_FORCE_MAE = 200.0  # meV/Å: a model that misses forces by more cannot drive MD, so it is not shipped
+
+
 def system() -> dict:
     """The --system (cu | pd) entry of SYSTEMS with its paths resolved."""
     name = sys.argv[sys.argv.index("--system") + 1] if "--system" in sys.argv else "cu"
@@ -164,7 +167,11 @@ def main() -> None:
     }
     (here / "study.json").write_text(json.dumps(out, indent=1, default=float, ensure_ascii=False) + "\n")
     if "--ship" in sys.argv:
-        ship(out, c, n_struct)
+        f = test["force_mae_meV_per_A"]
+        if f is None or f > SHIP_MAX_FORCE_MAE:  # models/ is for MD without training
+            print(f"not shipped: test force MAE {f} meV/Å > {SHIP_MAX_FORCE_MAE} (cannot drive MD)", file=sys.stderr)
+        else:
+            ship(out, c, n_struct)
     print(json.dumps({"test_split": test, "ood": out["ood"], "meets_target": verdict}, indent=1, default=float))
 
 

@@ -484,6 +484,20 @@ def validate(lm: LossModule, targets: Sequence[Target], weights: dict[str, float
 # ------------------------------------------------------------------ the kind
 
 
+def charge_feature_statistics(model: EnergyModel, train: Sequence[Target], device, n: int = 8,
+                              floor: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ_s, 1/max(σ_s, floor)) [n0]: the mean and spread over the atoms of the first n training structures of the
+    trunk's scalar features at initialization — the charge head's input standardisation (`NNHModel.charges`)."""
+    ss = []
+    with torch.no_grad():
+        for t in list(train)[:n]:
+            pos, cell = t.positions.to(device, model.dtype), t.cell.to(device, model.dtype)
+            g = model.graph(t.frame.symbols, t.positions.numpy(), t.cell.numpy(), t.frame.pbc).to(device)
+            ss.append(model.h.node_features(pos, cell, g)[0][:, model.h.scalar_idx])
+    s = torch.cat(ss)
+    return s.mean(0), 1.0 / s.std(0).clamp_min(floor)
+
+
 class NNHKind:
     """The NNH energy model as a `fastqmd.training.ModelKind`."""
 
@@ -524,6 +538,8 @@ class NNHKind:
                 off = np.cumsum([0] + [model.h.layout.n_orbitals[x] for x in t.frame.symbols])
                 model.s.set_onsite_from_block(s, t.S[0].real[off[a]:off[a + 1], off[a]:off[a + 1]].numpy())
         model.h.set_output_statistics(*irrep_statistics(residual_targets(model, train), model.h))  # raw outputs O(1)
+        if model.h.config.electrostatics is not None:
+            model.h.set_charge_statistics(*charge_feature_statistics(model, train, device))
         return model
 
     def phases(self, cfg: TrainConfig) -> list[Phase]:
