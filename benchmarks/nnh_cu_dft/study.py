@@ -107,7 +107,7 @@ def plot_curve(curve: dict[int, dict], path: Path, c: dict) -> None:
             a.loglog(*zip(*pts), "o-")
         a.axhline(target, color="grey", ls=":", lw=1)
         a.set(xlabel="optimizer step", ylabel=label)
-    fig.suptitle(f"{c['element']}32 GPAW PBE/szp(dzp) NN Hamiltonian: H-only, then E_rep on forces (H frozen)")
+    fig.suptitle(f"{c['element']}32 GPAW PBE/szp(dzp) NN Hamiltonian ({c['train']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

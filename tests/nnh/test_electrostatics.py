@@ -195,3 +195,23 @@ def test_coulomb_constant_is_ase_s():
 def test_too_wide_charges_for_the_cutoff_are_refused():
     with pytest.raises(ValueError, match="too wide"):
         NNHConfig(basis=BASIS, cutoff=3.0, electrostatics={"gaussian_width_A": 1.0})
+
+
+def test_charge_head_input_statistics_standardise_the_trunk_scalars(cell_case):
+    """`charge_feature_statistics` (the trainer's init of the charge head): after it, the head's inputs have mean 0
+    and unit spread over the atoms they were measured on, so one Adam step on w moves q by ~q₀·lr."""
+    from types import SimpleNamespace
+
+    from fastqmd.nnh.train import charge_feature_statistics
+
+    atoms, frame = cell_case
+    model = cu_model(True)
+    t = SimpleNamespace(frame=frame, positions=torch.as_tensor(atoms.positions), cell=torch.as_tensor(atoms.cell.array))
+    shift, scale = charge_feature_statistics(model, [t], "cpu", floor=1e-12)
+    model.h.set_charge_statistics(shift, scale)
+    g = model.graph(frame.symbols, atoms.positions, atoms.cell.array, frame.pbc)
+    with torch.no_grad():
+        s = model.h.node_features(t.positions, t.cell, g)[0][:, model.h.scalar_idx]
+    z = (s - model.h.charge_shift) * model.h.charge_scale
+    torch.testing.assert_close(z.mean(0), torch.zeros_like(z[0]), atol=1e-8, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones_like(z[0]), atol=1e-6, rtol=0)

@@ -57,7 +57,7 @@ class NNHConfig(FrozenModel):
     n_layers: int = 3
     avg_num_neighbors: float = 40.0  # message normalisation 1/⟨n⟩
     dtype: Literal["float32", "float64"] = "float32"
-    # the long-range charge channel (`fastqmd.nnh.electrostatics`): latent charges q_i = w·s_i + b_Z (neutral) and
+    # the long-range charge channel (`fastqmd.nnh.electrostatics`): latent neutral charges from standardised scalars and
     # the level shift ½S(u_i + u_j) of their (Ewald) potential; None: the purely local model
     electrostatics: Electrostatics | None = None
 
