@@ -368,6 +368,9 @@ CASES = [
     Case("train-repulsion-network-unknown-key", lambda t, s: ["train", yml(t, {
         "dataset": str(s.dataset()), "output": "tr", "model": {"repulsion_network": {"layers": 2}}})],
          "config key 'model.repulsion_network.layers'"),
+    Case("train-electrostatics-width-not-positive", lambda t, s: ["train", yml(t, {
+        "dataset": str(s.dataset()), "output": "tr", "model": {"electrostatics": {"gaussian_width_A": -1}}})],
+         "config key 'model.electrostatics.gaussian_width_A'"),
     Case("train-overlap-table-foreign-engine", lambda t, s: ["train", yml(t, {"dataset": str(s.dataset()),
                                                                               "output": "tr",
                                                                               "model": {"overlap": "table"},
